@@ -1,0 +1,40 @@
+# Every target creates .venv and installs what it needs on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed-dev
+
+.PHONY: help demo test lint format type bench clean
+
+help:  ## List the targets.
+	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: $(INSTALLED)  ## Store memories, reopen them in a new process, search (offline).
+	$(BIN)/python cookbook/demo.py
+
+test: lint type  ## Lint, type-check and run the whole test suite.
+	$(BIN)/pytest
+
+lint: $(INSTALLED)  ## ruff check and format check.
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(INSTALLED)  ## Apply ruff's fixes and formatting.
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+type: $(INSTALLED)  ## mypy --strict on the package.
+	$(BIN)/mypy
+
+bench: $(INSTALLED)  ## Benchmark against langchain_community's FAISS (N=100,000).
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	$(BIN)/python benchmarks/bench_vectorstore.py
+
+clean:  ## Remove the virtual environment and caches.
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

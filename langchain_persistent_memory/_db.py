@@ -1,0 +1,231 @@
+"""SQLite plumbing: a connection per thread, one transaction helper, the schema.
+
+The database file is the store's source of truth. Every write goes through
+`Database.write()`, which takes SQLite's write lock up front (`BEGIN
+IMMEDIATE`), commits, and rolls back on any exception. Reads that must agree
+with each other go through `Database.read()`, which holds one WAL snapshot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+from typing import TYPE_CHECKING, Literal
+
+from langchain_persistent_memory.errors import CorruptStoreError, StoreBusyError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+# `label` is the 64-bit id FAISS knows a row by; `id` is the caller's string id.
+# `seq` is the change number of the transaction that last wrote the row, so the
+# rows an index is missing are exactly those with `seq` above its stamp.
+_SCHEMA = (
+    (
+        "CREATE TABLE IF NOT EXISTS settings"
+        " (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID"
+    ),
+    (
+        "CREATE TABLE IF NOT EXISTS counter"
+        " (id INTEGER PRIMARY KEY CHECK (id = 0), seq INTEGER NOT NULL)"
+    ),
+    "INSERT OR IGNORE INTO counter (id, seq) VALUES (0, 0)",
+    (
+        "CREATE TABLE IF NOT EXISTS documents ("
+        " label INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " id TEXT NOT NULL UNIQUE,"
+        " text TEXT NOT NULL,"
+        " metadata TEXT NOT NULL,"
+        " embedding BLOB NOT NULL,"
+        " seq INTEGER NOT NULL)"
+    ),
+    "CREATE INDEX IF NOT EXISTS documents_seq ON documents (seq)",
+    # Labels deleted by the transaction `seq`; pruned up to the checkpoint stamp.
+    (
+        "CREATE TABLE IF NOT EXISTS tombstones"
+        " (seq INTEGER NOT NULL, label INTEGER NOT NULL)"
+    ),
+    "CREATE INDEX IF NOT EXISTS tombstones_seq ON tombstones (seq)",
+    # One row per top-level metadata key, so filters are index look-ups.
+    (
+        "CREATE TABLE IF NOT EXISTS metadata_index"
+        " (key TEXT NOT NULL, type TEXT NOT NULL, value, label INTEGER NOT NULL)"
+    ),
+    (
+        "CREATE INDEX IF NOT EXISTS metadata_index_kv"
+        " ON metadata_index (key, type, value, label)"
+    ),
+    "CREATE INDEX IF NOT EXISTS metadata_index_label ON metadata_index (label)",
+)
+
+_CORRUPT_HINTS = ("file is not a database", "malformed", "file is encrypted")
+_BUSY_HINTS = ("database is locked", "database is busy")
+
+
+class Database:
+    """The store's SQLite file, opened once per thread and per process."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        busy_timeout: float,
+        synchronous: Literal["full", "normal"],
+    ) -> None:
+        """Open (creating if needed) the database at `path` and its schema."""
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self._synchronous = synchronous.upper()
+        self._local = threading.local()
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._closed = False
+        if not path.exists():
+            # Owner-only from the first byte; SQLite gives -wal/-shm the same mode.
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        with self.write() as con:
+            tables = {
+                row[0]
+                for row in con.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                )
+            }
+            if tables and "settings" not in tables:
+                msg = (
+                    f"{path} is a SQLite database but not a store of "
+                    "langchain-persistent-memory (it has no settings table). "
+                    "Nothing was changed; choose another directory."
+                )
+                raise CorruptStoreError(msg)
+            for statement in _SCHEMA:
+                con.execute(statement)
+
+    def connection(self) -> sqlite3.Connection:
+        """Return this thread's connection, opening it on first use."""
+        if self._closed:
+            msg = f"The store at {self.path.parent} is closed; open a new one."
+            raise ValueError(msg)
+        if os.getpid() != self._pid:
+            # A forked child must never use its parent's SQLite connections;
+            # leave them untouched (closing them could disturb the parent).
+            self._pid = os.getpid()
+            self._local = threading.local()
+            with self._lock:
+                self._connections = []
+        con: sqlite3.Connection | None = getattr(self._local, "con", None)
+        if con is None:
+            con = self._open()
+            self._local.con = con
+            with self._lock:
+                self._connections.append(con)
+        return con
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            con = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            con.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            con.execute(f"PRAGMA synchronous = {self._synchronous}")
+        except sqlite3.Error as exc:
+            raise self.translate(exc) from exc
+        if mode != "wal":
+            logger.warning("SQLite refused WAL mode for %s (mode %s)", self.path, mode)
+        return con
+
+    def translate(self, exc: sqlite3.Error) -> Exception:
+        """Turn a SQLite error into this package's error for the same cause."""
+        text = str(exc).lower()
+        if any(hint in text for hint in _BUSY_HINTS):
+            msg = (
+                f"The store at {self.path.parent} stayed locked by another "
+                f"writer for more than busy_timeout={self.busy_timeout} s. "
+                "Nothing was written; retry, or raise busy_timeout."
+            )
+            return StoreBusyError(msg)
+        if any(hint in text for hint in _CORRUPT_HINTS):
+            msg = (
+                f"{self.path} is damaged or is not a SQLite database ({exc}). "
+                "Nothing was changed or deleted. Restore the file from a backup, "
+                "or move the directory aside to start an empty store."
+            )
+            return CorruptStoreError(msg)
+        return exc
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: lock up front, commit, roll back on any error.
+
+        Nested use becomes a savepoint of the outer transaction.
+        """
+        con = self.connection()
+        if con.in_transaction:
+            con.execute("SAVEPOINT nested")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK TO nested")
+                con.execute("RELEASE nested")
+                raise
+            con.execute("RELEASE nested")
+            return
+        try:
+            con.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self.translate(exc) from exc
+        try:
+            yield con
+            con.execute("COMMIT")
+        except BaseException as exc:
+            if _in_transaction(con):
+                con.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                translated = self.translate(exc)
+                if translated is not exc:
+                    raise translated from exc
+            raise
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: every query inside sees the same snapshot."""
+        con = self.connection()
+        if con.in_transaction:
+            yield con
+            return
+        try:
+            con.execute("BEGIN")
+            yield con
+        except sqlite3.Error as exc:
+            raise self.translate(exc) from exc
+        finally:
+            if _in_transaction(con):
+                con.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close every connection this process opened. Safe to call twice."""
+        self._closed = True
+        if os.getpid() != self._pid:
+            return
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for con in connections:
+            with contextlib.suppress(sqlite3.Error):
+                con.close()
+
+
+def _in_transaction(con: sqlite3.Connection) -> bool:
+    """Whether `con` is inside a transaction (a call, so mypy does not narrow it)."""
+    return con.in_transaction

@@ -1,0 +1,346 @@
+"""The in-memory vector index and its checkpoint file, `index.faiss`.
+
+`FlatIndex` keeps one row per live document in a growable float32 matrix and
+answers exact k-nearest-neighbour queries with FAISS's brute-force kernels.
+Adding a row is amortised O(1); removing one moves the last row into its
+place (O(dimension)), so no single write rewrites the index.
+
+A checkpoint is a plain FAISS file (`IndexIDMap2` over `IndexFlatIP` or
+`IndexFlatL2`, readable with `faiss.read_index`) followed by a fixed-size
+trailer: magic, format version, store id, the change sequence it contains,
+row count, dimension, metric, the byte offsets of the vector and label blocks,
+the payload length and a CRC-32. It is written to a temporary file, fsynced,
+and renamed over the old one. Loading maps the file copy-on-write, so a large
+index opens without copying its vectors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import struct
+import uuid
+import zlib
+from typing import TYPE_CHECKING, Any, Literal
+
+import faiss
+import numpy as np
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import numpy.typing as npt
+
+    Vectors = npt.NDArray[np.float32]
+    Labels = npt.NDArray[np.int64]
+
+Metric = Literal["ip", "l2"]
+
+_FAISS_METRIC = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
+_METRIC_CODE = {"ip": 0, "l2": 1}
+_MAGIC = b"LPMIDX\x00\x01"
+_VERSION = 1
+# magic, version, store id, seq, count, dim, metric, vec_off, lab_off, payload, crc
+_TRAILER = struct.Struct("<8sI16sqqIIqqqI")
+# Below this share of rows, a filtered search scores only the matching rows.
+_GATHER_SHARE = 0.5
+
+
+class FlatIndex:
+    """Exact vector index over a growable matrix, keyed by int64 labels."""
+
+    def __init__(self, dim: int, metric: Metric) -> None:
+        """Create an empty index of `dim`-dimensional vectors."""
+        self.dim = dim
+        self.metric: Metric = metric
+        self._vectors: Vectors = np.empty((0, dim), dtype=np.float32)
+        self._labels: Labels = np.empty(0, dtype=np.int64)
+        self._pos: Labels = np.empty(0, dtype=np.int64)  # label -> row, -1 if absent
+        self._n = 0
+
+    def __len__(self) -> int:
+        """Number of vectors in the index."""
+        return self._n
+
+    @classmethod
+    def from_arrays(cls, labels: Labels, vectors: Vectors, metric: Metric) -> FlatIndex:
+        """Wrap existing arrays (not copied; `vectors` must be writable)."""
+        index = cls(vectors.shape[1], metric)
+        index._vectors = vectors
+        index._labels = labels
+        index._n = len(labels)
+        index._set_positions(labels, np.arange(len(labels), dtype=np.int64))
+        return index
+
+    def labels(self) -> Labels:
+        """Labels of the live rows (a view)."""
+        return self._labels[: self._n]
+
+    def vectors(self) -> Vectors:
+        """Vectors of the live rows (a view)."""
+        return self._vectors[: self._n]
+
+    def vectors_of(self, labels: Labels) -> Vectors:
+        """Vectors of the given labels (which must be present), in order."""
+        return self._vectors[self._pos[labels]]
+
+    def _set_positions(self, labels: Labels, rows: Labels) -> None:
+        if len(labels) == 0:
+            return
+        top = int(labels.max()) + 1
+        if top > len(self._pos):
+            grown = np.full(max(top, 2 * len(self._pos)), -1, dtype=np.int64)
+            grown[: len(self._pos)] = self._pos
+            self._pos = grown
+        self._pos[labels] = rows
+
+    def _rows_of(self, labels: Labels) -> Labels:
+        labels = labels[(labels >= 0) & (labels < len(self._pos))]
+        rows = self._pos[labels]
+        return rows[rows >= 0]
+
+    def add(self, labels: Labels, vectors: Vectors) -> None:
+        """Append rows; the labels must not be present already."""
+        count = len(labels)
+        if count == 0:
+            return
+        need = self._n + count
+        if need > len(self._vectors):
+            capacity = max(need, int(len(self._vectors) * 1.5) + 16)
+            grown_vectors = np.empty((capacity, self.dim), dtype=np.float32)
+            grown_vectors[: self._n] = self._vectors[: self._n]
+            grown_labels = np.empty(capacity, dtype=np.int64)
+            grown_labels[: self._n] = self._labels[: self._n]
+            self._vectors, self._labels = grown_vectors, grown_labels
+        rows = np.arange(self._n, need, dtype=np.int64)
+        self._vectors[self._n : need] = vectors
+        self._labels[self._n : need] = labels
+        self._set_positions(labels, rows)
+        self._n = need
+
+    def remove(self, labels: Labels) -> None:
+        """Remove the rows of these labels; absent labels are ignored."""
+        for row in np.sort(self._rows_of(labels))[::-1]:
+            gone = self._labels[row]
+            last = self._n - 1
+            if row != last:
+                moved = self._labels[last]
+                self._vectors[row] = self._vectors[last]
+                self._labels[row] = moved
+                self._pos[moved] = row
+            self._pos[gone] = -1
+            self._n = last
+
+    def search(
+        self, query: Vectors, k: int, subset: Labels | None = None
+    ) -> tuple[npt.NDArray[np.float32], Labels]:
+        """Return the `k` best `(scores, labels)`, best first.
+
+        Scores are inner products for `ip` and Euclidean distances for `l2`.
+        With `subset`, only those labels are ranked (exactly).
+        """
+        empty = (np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64))
+        if self._n == 0 or k <= 0:
+            return empty
+        if subset is None:
+            distances, rows = faiss.knn(
+                query.reshape(1, -1),
+                self._vectors[: self._n],
+                min(k, self._n),
+                metric=_FAISS_METRIC[self.metric],
+            )
+            scores, picked = distances[0], rows[0]
+            keep = picked >= 0
+            scores, picked = scores[keep], picked[keep]
+        else:
+            candidates = self._rows_of(subset)
+            if len(candidates) == 0:
+                return empty
+            if len(candidates) < _GATHER_SHARE * self._n:
+                all_scores = self._score(self._vectors[candidates], query)
+            else:
+                all_scores = self._score(self._vectors[: self._n], query)[candidates]
+            order = all_scores if self.metric == "l2" else -all_scores
+            k = min(k, len(candidates))
+            if k < len(order):
+                best = np.argpartition(order, k - 1)[:k]
+            else:
+                best = np.arange(len(order))
+            best = best[np.argsort(order[best], kind="stable")]
+            scores, picked = all_scores[best], candidates[best]
+        if self.metric == "l2":
+            scores = np.sqrt(np.maximum(scores, 0.0))
+        return scores.astype(np.float32), self._labels[picked]
+
+    def _score(self, vectors: Vectors, query: Vectors) -> npt.NDArray[np.float32]:
+        if self.metric == "ip":
+            return vectors @ query
+        diff = vectors - query
+        squared: npt.NDArray[np.float32] = np.einsum("ij,ij->i", diff, diff)
+        return squared
+
+
+def write_checkpoint(
+    path: Path,
+    labels: Labels,
+    vectors: Vectors,
+    metric: Metric,
+    *,
+    store_id: bytes,
+    seq: int,
+) -> None:
+    """Write the rows to `path` atomically (temp file, fsync, rename, fsync dir)."""
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    count, dim = vectors.shape
+    flat = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
+    idmap = faiss.IndexIDMap2(flat)
+    if count:
+        idmap.add_with_ids(vectors, labels)
+    payload = faiss.serialize_index(idmap)
+    vec_off, lab_off = _locate_blocks(payload, vectors, labels)
+    trailer = _TRAILER.pack(
+        _MAGIC,
+        _VERSION,
+        store_id,
+        seq,
+        count,
+        dim,
+        _METRIC_CODE[metric],
+        vec_off,
+        lab_off,
+        len(payload),
+        zlib.crc32(payload.data),
+    )
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        try:
+            with os.fdopen(fd, "wb", closefd=False) as handle:
+                handle.write(payload.data)
+                handle.write(trailer)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_directory(path.parent)
+
+
+def _locate_blocks(
+    payload: npt.NDArray[np.uint8], vectors: Vectors, labels: Labels
+) -> tuple[int, int]:
+    """Byte offsets of the raw vector and label blocks inside the FAISS payload.
+
+    FAISS writes an `IndexIDMap2` as its header, the flat index (whose last
+    field is the raw vectors) and then the id map (a length and raw int64s).
+    The offsets are checked byte for byte; if FAISS ever lays the file out
+    differently, -1 is recorded and readers fall back to `faiss.read_index`.
+    """
+    lab_off = len(payload) - labels.nbytes
+    vec_off = lab_off - 8 - vectors.nbytes
+    if vec_off < 0:
+        return -1, -1
+    raw = payload.view(np.uint8)
+    same = bool(
+        np.array_equal(raw[lab_off:], labels.view(np.uint8).reshape(-1))
+        and np.array_equal(
+            raw[vec_off : vec_off + vectors.nbytes], vectors.view(np.uint8).reshape(-1)
+        )
+    )
+    return (vec_off, lab_off) if same else (-1, -1)
+
+
+def _fsync_directory(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not every platform can fsync a directory
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class CheckpointError(Exception):
+    """The checkpoint cannot be used; the message says why."""
+
+
+def read_checkpoint(
+    path: Path, *, store_id: bytes, dim: int, metric: Metric
+) -> tuple[int, FlatIndex]:
+    """Load a checkpoint; return `(seq, index)`.
+
+    Raises:
+        CheckpointError: If the file is missing, truncated, damaged, from
+            another store, or made for another dimension or metric.
+    """
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError as exc:
+        msg = "it does not exist"
+        raise CheckpointError(msg) from exc
+    with handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size < _TRAILER.size:
+            msg = f"it is truncated ({size} bytes)"
+            raise CheckpointError(msg)
+        buffer = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+    fields = _TRAILER.unpack_from(buffer, size - _TRAILER.size)
+    magic, version, file_store, seq, count, file_dim, metric_code = fields[:7]
+    vec_off, lab_off, payload_len, crc = fields[7:]
+    if magic != _MAGIC or version != _VERSION:
+        msg = "it is not a checkpoint of this package (truncated or foreign)"
+        raise CheckpointError(msg)
+    if file_store != store_id:
+        msg = "it belongs to another store"
+        raise CheckpointError(msg)
+    if file_dim != dim or metric_code != _METRIC_CODE[metric]:
+        msg = "it was made for another dimension or metric"
+        raise CheckpointError(msg)
+    if payload_len != size - _TRAILER.size or count < 0:
+        msg = "its length does not match its trailer"
+        raise CheckpointError(msg)
+    view = memoryview(buffer)
+    if zlib.crc32(view[:payload_len]) != crc:
+        msg = "its checksum does not match (damaged)"
+        raise CheckpointError(msg)
+    if vec_off >= 0 and lab_off + count * 8 == payload_len:
+        vectors = np.ndarray(
+            (count, dim), dtype=np.float32, buffer=buffer, offset=vec_off
+        )
+        labels = np.frombuffer(
+            buffer, dtype=np.int64, count=count, offset=lab_off
+        ).copy()
+    else:
+        labels, vectors = _read_with_faiss(path, count, dim)
+    del view
+    return seq, FlatIndex.from_arrays(labels, vectors, metric)
+
+
+def _read_with_faiss(path: Path, count: int, dim: int) -> tuple[Labels, Vectors]:
+    try:
+        idmap: Any = faiss.read_index(str(path))
+    except RuntimeError as exc:
+        msg = f"FAISS cannot read it ({exc})"
+        raise CheckpointError(msg) from exc
+    if idmap.ntotal != count or idmap.d != dim:
+        msg = "its FAISS index does not match its trailer"
+        raise CheckpointError(msg)
+    flat: Any = faiss.downcast_index(idmap.index)
+    vectors = faiss.rev_swig_ptr(flat.get_xb(), count * dim).reshape(count, dim).copy()
+    labels = faiss.vector_to_array(idmap.id_map).astype(np.int64)
+    return labels, vectors
+
+
+def checkpoint_stamp(path: Path) -> int | None:
+    """The change sequence stamped on the checkpoint at `path`, if readable."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(-_TRAILER.size, os.SEEK_END)
+            fields = _TRAILER.unpack(handle.read(_TRAILER.size))
+    except (OSError, struct.error):
+        return None
+    return int(fields[3]) if fields[0] == _MAGIC else None

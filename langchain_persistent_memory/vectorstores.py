@@ -1,0 +1,1121 @@
+"""`PersistentFAISS`: a durable, incremental FAISS vector store on a directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import threading
+import uuid
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from langchain_core.documents import Document
+from langchain_core.runnables.config import run_in_executor
+from langchain_core.vectorstores import VectorStore
+from langchain_core.vectorstores.utils import maximal_marginal_relevance
+from typing_extensions import Self, override
+
+from langchain_persistent_memory._db import SCHEMA_VERSION, Database
+from langchain_persistent_memory._filters import compile_filter, index_rows
+from langchain_persistent_memory._index import (
+    CheckpointError,
+    FlatIndex,
+    Metric,
+    read_checkpoint,
+    write_checkpoint,
+)
+from langchain_persistent_memory.errors import (
+    EmbeddingMismatchError,
+    PersistentMemoryError,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from sqlite3 import Connection
+
+    import numpy.typing as npt
+    from langchain_core.embeddings import Embeddings
+
+logger = logging.getLogger(__name__)
+
+Distance = Literal["cosine", "l2", "ip"]
+
+DB_FILE = "memory.db"
+INDEX_FILE = "index.faiss"
+_DISTANCES = ("cosine", "l2", "ip")
+_CHUNK = 500  # ids per `IN (...)` list, well under SQLite's variable limit
+_REPLAY_BATCH = 8192
+
+
+@dataclass
+class _Batch:
+    """Validated input of one `add_texts` call."""
+
+    texts: list[str]
+    metadatas: list[dict[str, Any]]
+    metadata_json: list[str]
+    ids: list[str]
+
+
+class PersistentFAISS(VectorStore):
+    """A FAISS vector store that lives in a directory and survives restarts.
+
+    SQLite (`memory.db`, WAL mode) holds the truth: ids, texts, metadata,
+    embeddings and a change sequence. `index.faiss` is a checkpoint of the
+    FAISS index, written in the background and stamped with the change it
+    contains; on open it is loaded and the changes after its stamp are
+    replayed from SQLite. A missing, stale or damaged checkpoint is rebuilt
+    from SQLite. Nothing is ever pickled.
+
+    A write returns only after its SQLite transaction has committed. Several
+    processes may open the same directory: writes are serialised by SQLite,
+    and each process sees the others' writes on its next search. Metadata
+    filters run in SQLite *before* ranking, so a filtered search returns
+    `min(k, matching documents)` results however rare the match.
+
+    Setup:
+        ```bash
+        pip install langchain-persistent-memory
+        ```
+
+    Instantiate:
+        ```python
+        from langchain_core.embeddings import DeterministicFakeEmbedding
+        from langchain_persistent_memory import PersistentFAISS
+
+        store = PersistentFAISS("./my_store", DeterministicFakeEmbedding(size=256))
+        ```
+
+    Add Documents:
+        ```python
+        from langchain_core.documents import Document
+
+        store.add_documents(
+            [
+                Document(page_content="I like green tea", metadata={"user_id": "u1"}),
+                Document(page_content="I live in Oslo", metadata={"user_id": "u2"}),
+            ],
+            ids=["a", "b"],
+        )
+        ```
+        ```
+        ['a', 'b']
+        ```
+
+    Delete:
+        ```python
+        store.delete(ids=["b"])
+        ```
+
+    Search:
+        ```python
+        store.similarity_search("I like green tea", k=1)
+        ```
+        ```
+        [Document(id='a', metadata={'user_id': 'u1'}, page_content='I like green tea')]
+        ```
+
+    Search with filter:
+        ```python
+        store.similarity_search("tea", k=4, filter={"user_id": {"$in": ["u1", "u3"]}})
+        ```
+        Operators: `$eq $ne $in $nin $gt $gte $lt $lte $exists`, combined
+        with `$and` / `$or`. Values compared must be str, int, float or bool.
+
+    Search with score:
+        ```python
+        store.similarity_search_with_score("I like green tea", k=1)
+        ```
+        ```
+        [(Document(id='a', metadata={'user_id': 'u1'}, page_content='I like green tea'),
+          1.0)]
+        ```
+        The score is the cosine similarity (`distance="cosine"`), the
+        Euclidean distance (`"l2"`) or the inner product (`"ip"`);
+        `similarity_search_with_relevance_scores` maps it to [0, 1].
+
+    Async:
+        ```python
+        await store.aadd_texts(["I drink coffee"], metadatas=[{"user_id": "u1"}])
+        await store.asimilarity_search("coffee", k=1)
+        ```
+
+    Use as Retriever:
+        ```python
+        retriever = store.as_retriever(
+            search_kwargs={"k": 2, "filter": {"user_id": "u1"}}
+        )
+        retriever.invoke("tea")
+        ```
+
+    Close the store (or use it as a context manager) to write a final
+    checkpoint; a store that is not closed loses nothing, it only replays
+    more on the next open.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        embedding: Embeddings,
+        *,
+        distance: Distance = "cosine",
+        embedding_model: str | None = None,
+        checkpoint_every: int = 1000,
+        checkpoint_interval: float = 60.0,
+        busy_timeout: float = 30.0,
+        synchronous: Literal["full", "normal"] = "full",
+    ) -> None:
+        """Open the store in `path`, creating the directory if it is missing.
+
+        Args:
+            path: Directory of the store (created with owner-only permissions).
+            embedding: The LangChain `Embeddings` that embeds texts and queries.
+            distance: `"cosine"` (default; vectors are normalised and compared
+                by inner product), `"l2"` (Euclidean) or `"ip"` (raw inner
+                product). Fixed when the store is created.
+            embedding_model: Name recorded for the embedding model. Defaults to
+                the embedding's class name and its `model` / `model_name`
+                attribute. Opening a store with another model is an error.
+            checkpoint_every: Write `index.faiss` in the background after this
+                many changes.
+            checkpoint_interval: ...or this many seconds after an unsaved change.
+            busy_timeout: Seconds a write waits for another writer's lock
+                before raising `StoreBusyError`.
+            synchronous: `"full"` (default) fsyncs every commit, so an
+                acknowledged write survives a power cut; `"normal"` survives a
+                crash of the process but may lose the last commits on power loss.
+
+        Raises:
+            ValueError: If an option is out of range, or `path` is a file.
+            EmbeddingMismatchError: If the store was made with another
+                distance or embedding model.
+            CorruptStoreError: If `memory.db` is damaged or not a store.
+            StoreBusyError: If another writer holds the lock too long.
+        """
+        if distance not in _DISTANCES:
+            msg = f"distance must be one of {_DISTANCES}, got {distance!r}."
+            raise ValueError(msg)
+        if synchronous not in ("full", "normal"):
+            msg = f"synchronous must be 'full' or 'normal', got {synchronous!r}."
+            raise ValueError(msg)
+        if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+            msg = f"checkpoint_every must be an int >= 1, got {checkpoint_every!r}."
+            raise ValueError(msg)
+        if not checkpoint_interval > 0:
+            msg = (
+                f"checkpoint_interval must be > 0 seconds, got {checkpoint_interval!r}."
+            )
+            raise ValueError(msg)
+        if not busy_timeout >= 0:
+            msg = f"busy_timeout must be >= 0 seconds, got {busy_timeout!r}."
+            raise ValueError(msg)
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            msg = f"path must be a directory for the store, but {self.path} is a file."
+            raise ValueError(msg)
+        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._embedding = embedding
+        self._distance: Distance = distance
+        self._metric: Metric = "l2" if distance == "l2" else "ip"
+        self._model = embedding_model or _embedding_identity(embedding)
+        self._index_path = self.path / INDEX_FILE
+        self._index_lock = threading.RLock()
+        self._checkpoint_lock = threading.Lock()
+        self._index: FlatIndex | None = None
+        self._seq = 0  # the change sequence the in-memory index contains
+        self._saved_seq: int | None = None  # stamp of a checkpoint known good
+        self._dim: int | None = None
+        self._store_id = b""
+        self._closed = False
+        self._checkpointer = _Checkpointer(self, checkpoint_every, checkpoint_interval)
+        self._db = Database(
+            self.path / DB_FILE, busy_timeout=busy_timeout, synchronous=synchronous
+        )
+        try:
+            self._load_settings()
+            self._open_index()
+        except BaseException:
+            self._db.close()
+            raise
+
+    # ------------------------------------------------------------------ setup
+
+    def _load_settings(self) -> None:
+        wanted = {
+            "schema_version": str(SCHEMA_VERSION),
+            "store_id": uuid.uuid4().hex,
+            "distance": self._distance,
+            "embedding_model": self._model,
+            "tombstone_floor": "0",
+        }
+        with self._db.read() as con:
+            settings = dict(con.execute("SELECT key, value FROM settings").fetchall())
+        if any(key not in settings for key in wanted):
+            with self._db.write() as con:
+                con.executemany(
+                    "INSERT OR IGNORE INTO settings (key, value) VALUES (?, ?)",
+                    wanted.items(),
+                )
+                settings = dict(
+                    con.execute("SELECT key, value FROM settings").fetchall()
+                )
+        if int(settings["schema_version"]) > SCHEMA_VERSION:
+            msg = (
+                f"The store at {self.path} has schema version "
+                f"{settings['schema_version']}, newer than this package reads "
+                f"({SCHEMA_VERSION}). Upgrade langchain-persistent-memory."
+            )
+            raise PersistentMemoryError(msg)
+        if settings["distance"] != self._distance:
+            msg = (
+                f"The store at {self.path} was made with distance="
+                f"{settings['distance']!r}, but is opened with distance="
+                f"{self._distance!r}. Open it with distance={settings['distance']!r}."
+            )
+            raise EmbeddingMismatchError(msg)
+        if settings["embedding_model"] != self._model:
+            msg = (
+                f"The store at {self.path} was made with the embedding model "
+                f"{settings['embedding_model']!r}, but is opened with "
+                f"{self._model!r}; their vectors are not comparable. Open it with "
+                "the same embedding, use a new directory, or pass embedding_model="
+                f"{settings['embedding_model']!r} if the two really are the same model."
+            )
+            raise EmbeddingMismatchError(msg)
+        self._store_id = bytes.fromhex(settings["store_id"])
+        if "dimension" in settings:
+            self._dim = int(settings["dimension"])
+
+    def _open_index(self) -> None:
+        if self._dim is None:
+            return  # nothing was ever stored
+        try:
+            seq, index = read_checkpoint(
+                self._index_path,
+                store_id=self._store_id,
+                dim=self._dim,
+                metric=self._metric,
+            )
+        except CheckpointError as exc:
+            logger.warning(
+                "Rebuilding the index of %s from %s: %s %s.",
+                self.path,
+                DB_FILE,
+                INDEX_FILE,
+                exc,
+            )
+            seq, index = 0, FlatIndex(self._dim, self._metric)
+        else:
+            self._saved_seq = seq
+        with self._index_lock:
+            self._index, self._seq = index, seq
+            replayed = self._catch_up(verify=True)
+        if replayed:
+            self._checkpointer.note(replayed)
+
+    # ------------------------------------------------------- index follows db
+
+    def _catch_up(self, *, verify: bool = False) -> int:
+        """Bring the in-memory index up to the database; return rows replayed.
+
+        Called with `_index_lock` held. Reads one snapshot, so the index ends
+        exactly at that snapshot's change sequence.
+        """
+        with self._db.read() as con:
+            head = con.execute("SELECT seq FROM counter").fetchone()[0]
+            if head == self._seq and not verify:
+                return 0
+            if self._index is None:
+                if self._dim is None:
+                    self._dim = _read_dimension(con)
+                if self._dim is None:
+                    self._seq = head
+                    return 0
+                self._index, self._seq = FlatIndex(self._dim, self._metric), 0
+            floor = int(
+                con.execute(
+                    "SELECT value FROM settings WHERE key = 'tombstone_floor'"
+                ).fetchone()[0]
+            )
+            if self._seq > head or 0 < self._seq < floor:
+                if verify:
+                    logger.warning(
+                        "Rebuilding the index of %s: %s is stamped %d, outside "
+                        "what %s can replay (%d..%d).",
+                        self.path,
+                        INDEX_FILE,
+                        self._seq,
+                        DB_FILE,
+                        floor,
+                        head,
+                    )
+                self._index, self._seq = FlatIndex(self._index.dim, self._metric), 0
+                self._saved_seq = None
+            replayed = self._replay(con, self._seq)
+            self._seq = head
+            if verify:
+                count = con.execute("SELECT count(*) FROM documents").fetchone()[0]
+                if count != len(self._index):
+                    logger.warning(
+                        "Rebuilding the index of %s: it holds %d vectors but "
+                        "%s holds %d documents.",
+                        self.path,
+                        len(self._index),
+                        DB_FILE,
+                        count,
+                    )
+                    self._index = FlatIndex(self._index.dim, self._metric)
+                    self._saved_seq = None
+                    replayed = self._replay(con, 0)
+        return replayed
+
+    def _replay(self, con: Connection, since: int) -> int:
+        """Apply the changes after `since` (all rows if 0) to the index."""
+        index = self._index
+        assert index is not None  # noqa: S101 - callers create it first
+        if since > 0:
+            removed = con.execute(
+                "SELECT label FROM tombstones WHERE seq > ?", (since,)
+            ).fetchall()
+            index.remove(np.array([row[0] for row in removed], dtype=np.int64))
+        cursor = con.execute(
+            "SELECT label, embedding FROM documents WHERE seq > ?", (since,)
+        )
+        replayed = 0
+        while rows := cursor.fetchmany(_REPLAY_BATCH):
+            labels = np.array([row[0] for row in rows], dtype=np.int64)
+            raw = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32)
+            vectors = self._for_index(raw.reshape(len(rows), index.dim))
+            if since > 0:
+                index.remove(labels)
+            index.add(labels, vectors)
+            replayed += len(rows)
+        return replayed
+
+    def _for_index(self, vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        if self._distance != "cosine":
+            return vectors
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return (vectors / np.where(norms == 0, 1, norms)).astype(np.float32)
+
+    # ------------------------------------------------------------- checkpoint
+
+    def checkpoint(self) -> None:
+        """Write `index.faiss` now (atomically), then prune replayed changes.
+
+        Runs by itself in the background every `checkpoint_every` changes or
+        `checkpoint_interval` seconds, and on `close()`.
+        """
+        with self._checkpoint_lock:
+            with self._index_lock:
+                self._catch_up()
+                if self._index is None:
+                    return
+                labels = self._index.labels().copy()
+                vectors = self._index.vectors().copy()
+                seq = self._seq
+                self._checkpointer.taken()
+            if self._saved_seq == seq:
+                return  # this process loaded or wrote exactly this checkpoint
+            write_checkpoint(
+                self._index_path,
+                labels,
+                vectors,
+                self._metric,
+                store_id=self._store_id,
+                seq=seq,
+            )
+            self._saved_seq = seq
+            with self._db.write() as con:
+                con.execute("DELETE FROM tombstones WHERE seq <= ?", (seq,))
+                con.execute(
+                    "UPDATE settings SET value = ? WHERE key = 'tombstone_floor'"
+                    " AND CAST(value AS INTEGER) < ?",
+                    (str(seq), seq),
+                )
+
+    def close(self) -> None:
+        """Write a final checkpoint if needed and close the store. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        pending = self._checkpointer.stop()
+        try:
+            if pending:
+                self.checkpoint()
+        except Exception:
+            logger.warning(
+                "Final checkpoint of %s failed; the next open replays from %s.",
+                self.path,
+                DB_FILE,
+                exc_info=True,
+            )
+        finally:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        """Return the store itself."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Close the store."""
+        self.close()
+
+    # ------------------------------------------------------------------ write
+
+    @property
+    @override
+    def embeddings(self) -> Embeddings:
+        return self._embedding
+
+    @override
+    def add_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        """Embed and store texts; an existing id is overwritten (upsert).
+
+        Args:
+            texts: Non-empty strings to store.
+            metadatas: One JSON-serialisable dict per text.
+            ids: One id per text; `None` entries (as `add_documents` passes for
+                documents without an id) get a new UUID.
+            **kwargs: Not used; an unknown keyword is an error.
+
+        Returns:
+            The ids of the stored texts, in order.
+
+        Raises:
+            TypeError: If a text is not a string or a metadata not a dict.
+            ValueError: If a text is empty, lengths differ, ids repeat, or a
+                metadata value is not JSON.
+            EmbeddingMismatchError: If the vectors' dimension is not the store's.
+        """
+        _reject_unknown(kwargs, "add_texts")
+        batch = _prepare_batch(texts, metadatas, ids)
+        if not batch.texts:
+            return []
+        vectors = self._embedding.embed_documents(batch.texts)
+        return self._write(batch, vectors)
+
+    @override
+    async def aadd_texts(
+        self,
+        texts: Iterable[str],
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        """Async `add_texts`: embeds with `aembed_documents`, writes in a thread."""
+        _reject_unknown(kwargs, "aadd_texts")
+        batch = _prepare_batch(texts, metadatas, ids)
+        if not batch.texts:
+            return []
+        vectors = await self._embedding.aembed_documents(batch.texts)
+        return await run_in_executor(None, self._write, batch, vectors)
+
+    def _write(self, batch: _Batch, vectors: Sequence[Sequence[float]]) -> list[str]:
+        array = self._check_vectors(vectors, len(batch.texts), "embed_documents")
+        with self._db.write() as con:
+            self._ensure_dimension(con, array.shape[1])
+            seq = con.execute(
+                "UPDATE counter SET seq = seq + 1 RETURNING seq"
+            ).fetchone()[0]
+            for doc_id, text, meta, meta_json, vector in zip(
+                batch.ids,
+                batch.texts,
+                batch.metadatas,
+                batch.metadata_json,
+                array,
+                strict=True,
+            ):
+                label = con.execute(
+                    "INSERT INTO documents (id, text, metadata, embedding, seq)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                    " text = excluded.text, metadata = excluded.metadata,"
+                    " embedding = excluded.embedding, seq = excluded.seq"
+                    " RETURNING label",
+                    (doc_id, text, meta_json, vector.tobytes(), seq),
+                ).fetchone()[0]
+                con.execute("DELETE FROM metadata_index WHERE label = ?", (label,))
+                con.executemany(
+                    "INSERT INTO metadata_index (key, type, value, label)"
+                    " VALUES (?, ?, ?, ?)",
+                    index_rows(label, meta),
+                )
+        self._checkpointer.note(len(batch.ids))
+        return list(batch.ids)
+
+    def _ensure_dimension(self, con: Connection, dim: int) -> None:
+        stored = self._dim if self._dim is not None else _read_dimension(con)
+        if stored is None:
+            con.execute(
+                "INSERT INTO settings (key, value) VALUES ('dimension', ?)", (str(dim),)
+            )
+            stored = dim
+        self._dim = stored
+        self._check_dimension(dim)
+
+    def _check_dimension(self, dim: int) -> None:
+        if self._dim is not None and dim != self._dim:
+            msg = (
+                f"The store at {self.path} holds {self._dim}-dimensional vectors, "
+                f"but the embedding {self._model!r} gave {dim}-dimensional ones. "
+                "Open the store with the embedding it was made with, or use a "
+                "new directory."
+            )
+            raise EmbeddingMismatchError(msg)
+
+    def _check_vectors(
+        self, vectors: Sequence[Sequence[float]], count: int, source: str
+    ) -> npt.NDArray[np.float32]:
+        where = f"{type(self._embedding).__name__}.{source}"
+        if len(vectors) != count:
+            msg = f"{where} returned {len(vectors)} vectors for {count} texts."
+            raise ValueError(msg)
+        try:
+            array = np.asarray(vectors, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            msg = (
+                f"{where} returned vectors that are not lists of numbers of one "
+                f"length ({exc})."
+            )
+            raise ValueError(msg) from exc
+        if array.ndim != 2 or array.shape[1] == 0:  # noqa: PLR2004
+            msg = f"{where} returned vectors of shape {array.shape}; expected (n, dim)."
+            raise ValueError(msg)
+        bad = ~np.isfinite(array).all(axis=1)
+        if self._distance == "cosine":
+            bad |= ~array.any(axis=1)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            msg = (
+                f"{where} returned a vector with NaN, infinite or (for cosine) "
+                f"all-zero values at position {row}."
+            )
+            raise ValueError(msg)
+        self._check_dimension(array.shape[1])
+        return np.ascontiguousarray(array)
+
+    @override
+    def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
+        """Delete documents by id; unknown ids are ignored.
+
+        Returns:
+            True.
+
+        Raises:
+            ValueError: If `ids` is None (say which documents to delete).
+        """
+        _reject_unknown(kwargs, "delete")
+        if ids is None:
+            msg = "delete() needs the ids to delete, e.g. store.delete(ids=['a'])."
+            raise ValueError(msg)
+        wanted = _check_ids(ids)
+        if not wanted:
+            return True
+        with self._db.write() as con:
+            labels = [
+                row[0]
+                for part in _chunks(wanted)
+                for row in con.execute(
+                    f"SELECT label FROM documents WHERE id IN ({_marks(part)})",  # noqa: S608
+                    part,
+                )
+            ]
+            if not labels:
+                return True
+            seq = con.execute(
+                "UPDATE counter SET seq = seq + 1 RETURNING seq"
+            ).fetchone()[0]
+            for part in _chunks(labels):
+                marks = _marks(part)
+                con.execute(f"DELETE FROM documents WHERE label IN ({marks})", part)  # noqa: S608
+                con.execute(
+                    f"DELETE FROM metadata_index WHERE label IN ({marks})",  # noqa: S608
+                    part,
+                )
+            con.executemany(
+                "INSERT INTO tombstones (seq, label) VALUES (?, ?)",
+                [(seq, label) for label in labels],
+            )
+        self._checkpointer.note(len(labels))
+        return True
+
+    # ------------------------------------------------------------------- read
+
+    @override
+    def get_by_ids(self, ids: Sequence[str], /) -> list[Document]:
+        """Return the documents with these ids in the order asked; skip unknown ids."""
+        wanted = _check_ids(ids)
+        found: dict[str, Document] = {}
+        with self._db.read() as con:
+            for part in _chunks(list(dict.fromkeys(wanted))):
+                sql = f"SELECT id, text, metadata FROM documents WHERE id IN ({_marks(part)})"  # noqa: E501, S608
+                for doc_id, text, meta in con.execute(sql, part):
+                    found[doc_id] = Document(
+                        id=doc_id, page_content=text, metadata=json.loads(meta)
+                    )
+        return [found[doc_id] for doc_id in wanted if doc_id in found]
+
+    def _search(
+        self,
+        embedding: Sequence[float],
+        k: int,
+        filter: Mapping[str, Any] | None,  # noqa: A002 - LangChain's name
+        *,
+        with_vectors: bool = False,
+    ) -> tuple[list[tuple[int, float]], npt.NDArray[np.float32]]:
+        """Rank the store for a query vector; return `[(label, score)]` best first."""
+        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+            msg = f"k must be an int >= 0, got {k!r}."
+            raise ValueError(msg)
+        query = self._check_vectors([embedding], 1, "embed_query")
+        query = self._for_index(query)[0]
+        subset = None
+        if filter:
+            sql, params = compile_filter(filter)
+            with self._db.read() as con:
+                subset = np.array(
+                    [row[0] for row in con.execute(sql, params)], dtype=np.int64
+                )
+        with self._index_lock:
+            self._catch_up()
+            if self._index is None or k == 0:
+                return [], np.empty((0, len(query)), dtype=np.float32)
+            scores, labels = self._index.search(query, k, subset)
+            vectors = (
+                self._index.vectors_of(labels)
+                if with_vectors
+                else np.empty((0, len(query)), dtype=np.float32)
+            )
+        hits = [
+            (int(label), float(score))
+            for label, score in zip(labels, scores, strict=True)
+        ]
+        return hits, vectors
+
+    def _documents(self, labels: Sequence[int]) -> dict[int, Document]:
+        found: dict[int, Document] = {}
+        with self._db.read() as con:
+            for part in _chunks(list(labels)):
+                sql = f"SELECT label, id, text, metadata FROM documents WHERE label IN ({_marks(part)})"  # noqa: E501, S608
+                for label, doc_id, text, meta in con.execute(sql, part):
+                    found[label] = Document(
+                        id=doc_id, page_content=text, metadata=json.loads(meta)
+                    )
+        return found
+
+    def similarity_search_with_score_by_vector(
+        self,
+        embedding: Sequence[float],
+        k: int = 4,
+        filter: Mapping[str, Any] | None = None,  # noqa: A002
+        **kwargs: Any,
+    ) -> list[tuple[Document, float]]:
+        """Return the `k` documents nearest to a vector, with their scores.
+
+        Args:
+            embedding: The query vector.
+            k: How many documents to return.
+            filter: Metadata filter applied before ranking (see the class doc).
+            **kwargs: `fetch_k` is accepted and ignored (search is exact).
+
+        Returns:
+            `(document, score)` pairs, best first; see the class doc for scores.
+        """
+        _reject_unknown(kwargs, "similarity_search", allowed=("fetch_k",))
+        hits, _ = self._search(embedding, k, filter)
+        documents = self._documents([label for label, _ in hits])
+        return [
+            (documents[label], score) for label, score in hits if label in documents
+        ]
+
+    @override
+    def similarity_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        filter: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """Return the `k` documents nearest to a vector."""
+        return [
+            doc
+            for doc, _ in self.similarity_search_with_score_by_vector(
+                embedding, k, filter, **kwargs
+            )
+        ]
+
+    @override
+    def similarity_search_with_score(
+        self,
+        query: str,
+        k: int = 4,
+        filter: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> list[tuple[Document, float]]:
+        """Return the `k` documents most similar to `query`, with their scores."""
+        embedding = self._embedding.embed_query(query)
+        return self.similarity_search_with_score_by_vector(
+            embedding, k, filter, **kwargs
+        )
+
+    @override
+    def similarity_search(
+        self,
+        query: str,
+        k: int = 4,
+        filter: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """Return the `k` documents most similar to `query`."""
+        return [
+            doc
+            for doc, _ in self.similarity_search_with_score(query, k, filter, **kwargs)
+        ]
+
+    @override
+    async def asimilarity_search_with_score(
+        self,
+        query: str,
+        k: int = 4,
+        filter: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> list[tuple[Document, float]]:
+        """Async `similarity_search_with_score` (embeds with `aembed_query`)."""
+        embedding = await self._embedding.aembed_query(query)
+        return await run_in_executor(
+            None,
+            self.similarity_search_with_score_by_vector,
+            embedding,
+            k,
+            filter,
+            **kwargs,
+        )
+
+    @override
+    async def asimilarity_search(
+        self,
+        query: str,
+        k: int = 4,
+        filter: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """Async `similarity_search` (embeds with `aembed_query`)."""
+        pairs = await self.asimilarity_search_with_score(query, k, filter, **kwargs)
+        return [doc for doc, _ in pairs]
+
+    @override
+    def max_marginal_relevance_search_by_vector(
+        self,
+        embedding: list[float],
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """Return `k` documents chosen for relevance and diversity (MMR).
+
+        Args:
+            embedding: The query vector.
+            k: How many documents to return.
+            fetch_k: How many nearest documents MMR chooses from.
+            lambda_mult: 1 favours relevance only, 0 diversity only.
+            filter: Metadata filter applied before ranking.
+            **kwargs: Not used; an unknown keyword is an error.
+        """
+        _reject_unknown(kwargs, "max_marginal_relevance_search")
+        hits, vectors = self._search(
+            embedding, max(fetch_k, k), filter, with_vectors=True
+        )
+        if not hits:
+            return []
+        query = self._for_index(np.asarray([embedding], dtype=np.float32))[0]
+        chosen = maximal_marginal_relevance(
+            query, list(vectors), lambda_mult=lambda_mult, k=k
+        )
+        labels = [hits[i][0] for i in chosen]
+        documents = self._documents(labels)
+        return [documents[label] for label in labels if label in documents]
+
+    @override
+    def max_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """Return `k` documents for `query`, chosen for relevance and diversity."""
+        embedding = self._embedding.embed_query(query)
+        return self.max_marginal_relevance_search_by_vector(
+            embedding, k, fetch_k, lambda_mult, filter, **kwargs
+        )
+
+    @override
+    async def amax_marginal_relevance_search(
+        self,
+        query: str,
+        k: int = 4,
+        fetch_k: int = 20,
+        lambda_mult: float = 0.5,
+        filter: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> list[Document]:
+        """Async MMR search (embeds with `aembed_query`)."""
+        embedding = await self._embedding.aembed_query(query)
+        return await run_in_executor(
+            None,
+            self.max_marginal_relevance_search_by_vector,
+            embedding,
+            k,
+            fetch_k,
+            lambda_mult,
+            filter,
+            **kwargs,
+        )
+
+    @override
+    def _select_relevance_score_fn(self) -> Callable[[float], float]:
+        if self._distance == "cosine":
+            return _cosine_relevance
+        if self._distance == "l2":
+            return _l2_relevance
+        return _ip_relevance
+
+    @classmethod
+    @override
+    def from_texts(
+        cls,
+        texts: list[str],
+        embedding: Embeddings,
+        metadatas: list[dict[str, Any]] | None = None,
+        *,
+        ids: list[str] | None = None,
+        path: str | os.PathLike[str] | None = None,
+        **kwargs: Any,
+    ) -> PersistentFAISS:
+        """Open (or create) the store at `path` and add `texts` to it.
+
+        Args:
+            texts: Texts to add.
+            embedding: The embedding model.
+            metadatas: One dict per text.
+            ids: One id per text.
+            path: Directory of the store (required).
+            **kwargs: Options of the constructor (`distance`, ...).
+
+        Raises:
+            TypeError: If `path` is missing.
+        """
+        if path is None:
+            msg = "PersistentFAISS.from_texts needs path=..., the store's directory."
+            raise TypeError(msg)
+        store = cls(path, embedding, **kwargs)
+        store.add_texts(texts, metadatas, ids=list(ids) if ids is not None else None)
+        return store
+
+
+# ------------------------------------------------------------------ helpers
+
+
+class _Checkpointer:
+    """Calls `store.checkpoint()` from a daemon thread every N changes or T seconds.
+
+    Holds only a weak reference to the store, so a store that is dropped
+    without `close()` can still be garbage-collected.
+    """
+
+    def __init__(self, store: PersistentFAISS, every: int, interval: float) -> None:
+        self._store = weakref.ref(store)
+        self._every = every
+        self._interval = interval
+        self._cond = threading.Condition()
+        self._pending = 0
+        self._stopped = False
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def note(self, changes: int) -> None:
+        with self._cond:
+            self._pending += changes
+            if self._stopped:
+                return
+            if self._thread is None or self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._thread = threading.Thread(
+                    target=self._run, name="lpm-checkpoint", daemon=True
+                )
+                self._thread.start()
+            if self._pending >= self._every:
+                self._cond.notify()
+
+    def taken(self) -> None:
+        with self._cond:
+            self._pending = 0
+
+    def stop(self) -> int:
+        """Stop the thread; return the number of changes not yet checkpointed."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
+            thread = self._thread
+        if (
+            thread is not None
+            and thread is not threading.current_thread()
+            and self._pid == os.getpid()
+        ):
+            thread.join()
+        return self._pending
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(
+                    lambda: self._stopped or self._pending >= self._every,
+                    timeout=self._interval,
+                )
+                if self._stopped:
+                    return
+                if self._pending == 0:
+                    continue
+            store = self._store()
+            if store is None:
+                return
+            try:
+                store.checkpoint()
+            except Exception:
+                logger.warning(
+                    "Background checkpoint of %s failed; will retry.",
+                    store.path,
+                    exc_info=True,
+                )
+            del store
+
+
+def _embedding_identity(embedding: Embeddings) -> str:
+    name = type(embedding).__name__
+    for attribute in ("model", "model_name", "model_id"):
+        value = getattr(embedding, attribute, None)
+        if isinstance(value, str) and value:
+            return f"{name}:{value}"
+    return name
+
+
+def _read_dimension(con: Connection) -> int | None:
+    row = con.execute("SELECT value FROM settings WHERE key = 'dimension'").fetchone()
+    return int(row[0]) if row else None
+
+
+def _prepare_batch(
+    texts: Iterable[object],
+    metadatas: list[dict[str, Any]] | None,
+    ids: Iterable[str | None] | None,
+) -> _Batch:
+    if isinstance(texts, str):
+        msg = "texts must be a list of strings, got a single string; wrap it in [...]."
+        raise TypeError(msg)
+    checked: list[str] = []
+    for position, text in enumerate(texts):  # may be a one-shot iterator
+        if not isinstance(text, str):
+            msg = f"texts[{position}] must be a str, got {type(text).__name__}."
+            raise TypeError(msg)
+        checked.append(text)
+        if not text.strip():
+            msg = (
+                f"texts[{position}] is empty or whitespace; there is nothing to embed."
+            )
+            raise ValueError(msg)
+    metadatas = [{} for _ in checked] if metadatas is None else list(metadatas)
+    if len(metadatas) != len(checked):
+        msg = f"Expected {len(checked)} metadatas, got {len(metadatas)}."
+        raise ValueError(msg)
+    metadata_json = [_metadata_json(meta, i) for i, meta in enumerate(metadatas)]
+    given = [None] * len(checked) if ids is None else list(ids)
+    if len(given) != len(checked):
+        msg = f"Expected {len(checked)} ids, got {len(given)}."
+        raise ValueError(msg)
+    final = [uuid.uuid4().hex if doc_id is None else doc_id for doc_id in given]
+    _check_ids(final)
+    if len(set(final)) != len(final):
+        repeated = sorted({doc_id for doc_id in final if final.count(doc_id) > 1})
+        msg = f"ids must be unique within one call; repeated: {repeated[:5]}."
+        raise ValueError(msg)
+    return _Batch(checked, [dict(m) for m in metadatas], metadata_json, final)
+
+
+def _metadata_json(metadata: Any, position: int) -> str:
+    if not isinstance(metadata, Mapping):
+        msg = f"metadatas[{position}] must be a dict, got {type(metadata).__name__}."
+        raise TypeError(msg)
+    for key in metadata:
+        if not isinstance(key, str):
+            msg = f"metadatas[{position}] has a non-string key {key!r}; use str keys."
+            raise TypeError(msg)
+    try:
+        return json.dumps(metadata, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        msg = (
+            f"metadatas[{position}] is not JSON-serialisable ({exc}). Use str, "
+            "int, float (finite), bool, None, lists and dicts; convert dates "
+            "with .isoformat()."
+        )
+        raise ValueError(msg) from exc
+
+
+def _check_ids(ids: Iterable[object]) -> list[str]:
+    if isinstance(ids, str):
+        msg = "ids must be a list of strings, got a single string; wrap it in [...]."
+        raise TypeError(msg)
+    checked: list[str] = []
+    for position, doc_id in enumerate(ids):
+        if not isinstance(doc_id, str) or not doc_id:
+            msg = f"ids[{position}] must be a non-empty str, got {doc_id!r}."
+            raise TypeError(msg)
+        checked.append(doc_id)
+    return checked
+
+
+def _reject_unknown(
+    kwargs: Mapping[str, Any], method: str, allowed: tuple[str, ...] = ()
+) -> None:
+    unknown = sorted(set(kwargs) - set(allowed))
+    if unknown:
+        msg = f"PersistentFAISS.{method}() got unexpected keyword arguments {unknown}."
+        raise TypeError(msg)
+
+
+def _chunks(items: list[Any]) -> Iterable[list[Any]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def _marks(items: Sequence[Any]) -> str:
+    return ", ".join("?" * len(items))
+
+
+def _cosine_relevance(similarity: float) -> float:
+    return min(1.0, max(0.0, (1.0 + similarity) / 2.0))
+
+
+def _l2_relevance(distance: float) -> float:
+    return 1.0 / (1.0 + distance)
+
+
+def _ip_relevance(product: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, product))))

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+from langchain_core.embeddings import DeterministicFakeEmbedding, Embeddings
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+class TableEmbeddings(Embeddings):
+    """Looks each text's vector up in a table: real vectors, no model."""
+
+    def __init__(self, vectors: dict[str, np.ndarray]) -> None:
+        self.vectors = vectors
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return [self.vectors[text].tolist() for text in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.vectors[text].tolist()
+
+
+def random_unit_vectors(count: int, dim: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((count, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def run_python(code: str, *args: str, timeout: float = 120) -> str:
+    """Run code in a fresh interpreter; return its stdout, fail on error."""
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+def embedding() -> Embeddings:
+    return DeterministicFakeEmbedding(size=16)
+
+
+@pytest.fixture
+def store_path(tmp_path: Path) -> Path:
+    return tmp_path / "store"
