@@ -45,28 +45,46 @@ _VERSION = 1
 _TRAILER = struct.Struct("<8sI16sqqIIqqqI")
 # Below this share of rows, a filtered search scores only the matching rows.
 _GATHER_SHARE = 0.5
+# The approximate index is used from this many rows on; below, exact is fast.
+IVF_MIN_ROWS = 20_000
 
 
 class FlatIndex:
     """Exact vector index over a growable matrix, keyed by int64 labels."""
 
-    def __init__(self, dim: int, metric: Metric) -> None:
-        """Create an empty index of `dim`-dimensional vectors."""
+    def __init__(self, dim: int, metric: Metric, nprobe: int | None = None) -> None:
+        """Create an empty index of `dim`-dimensional vectors.
+
+        With `nprobe`, unfiltered searches on `IVF_MIN_ROWS` rows or more go
+        through an inverted-file index (`IndexIVFFlat`) that visits `nprobe`
+        of its lists: approximate, much faster on large stores. Filtered
+        searches stay exact.
+        """
         self.dim = dim
         self.metric: Metric = metric
+        self.nprobe = nprobe
         self._vectors: Vectors = np.empty((0, dim), dtype=np.float32)
         self._labels: Labels = np.empty(0, dtype=np.int64)
         self._pos: Labels = np.empty(0, dtype=np.int64)  # label -> row, -1 if absent
         self._n = 0
+        self._ivf: Any = None
+        self._ivf_quantizer: Any = None  # kept alive for the IVF index
+        self._ivf_rows = 0  # rows when the IVF index was trained
 
     def __len__(self) -> int:
         """Number of vectors in the index."""
         return self._n
 
     @classmethod
-    def from_arrays(cls, labels: Labels, vectors: Vectors, metric: Metric) -> FlatIndex:
+    def from_arrays(
+        cls,
+        labels: Labels,
+        vectors: Vectors,
+        metric: Metric,
+        nprobe: int | None = None,
+    ) -> FlatIndex:
         """Wrap existing arrays (not copied; `vectors` must be writable)."""
-        index = cls(vectors.shape[1], metric)
+        index = cls(vectors.shape[1], metric, nprobe)
         index._vectors = vectors
         index._labels = labels
         index._n = len(labels)
@@ -118,10 +136,16 @@ class FlatIndex:
         self._labels[self._n : need] = labels
         self._set_positions(labels, rows)
         self._n = need
+        if self._ivf is not None:
+            self._ivf.add_with_ids(self._vectors[rows], labels)
 
     def remove(self, labels: Labels) -> None:
         """Remove the rows of these labels; absent labels are ignored."""
-        for row in np.sort(self._rows_of(labels))[::-1]:
+        rows = self._rows_of(labels)
+        if self._ivf is not None and len(rows):
+            gone = np.ascontiguousarray(self._labels[rows])
+            self._ivf.remove_ids(faiss.IDSelectorArray(len(gone), faiss.swig_ptr(gone)))
+        for row in np.sort(rows)[::-1]:
             gone = self._labels[row]
             last = self._n - 1
             if row != last:
@@ -143,7 +167,11 @@ class FlatIndex:
         empty = (np.empty(0, dtype=np.float32), np.empty(0, dtype=np.int64))
         if self._n == 0 or k <= 0:
             return empty
-        if subset is None:
+        if subset is None and self._use_ivf():
+            distances, found = self._ivf.search(query.reshape(1, -1), k)
+            keep = found[0] >= 0
+            scores, picked = distances[0][keep], self._pos[found[0][keep]]
+        elif subset is None:
             distances, rows = faiss.knn(
                 query.reshape(1, -1),
                 self._vectors[: self._n],
@@ -172,6 +200,32 @@ class FlatIndex:
         if self.metric == "l2":
             scores = np.sqrt(np.maximum(scores, 0.0))
         return scores.astype(np.float32), self._labels[picked]
+
+    def _use_ivf(self) -> bool:
+        """Whether to search approximately; (re)builds the IVF index if due."""
+        nprobe = self.nprobe
+        if nprobe is None or self._n < IVF_MIN_ROWS:
+            self._ivf = None
+            return False
+        if self._ivf is None or not (
+            self._ivf_rows / 2 <= self._n <= 4 * self._ivf_rows
+        ):
+            self._build_ivf(nprobe)
+        return True
+
+    def _build_ivf(self, nprobe: int) -> None:
+        """Train an `IndexIVFFlat` on a sample of the rows and add all rows."""
+        nlist = max(16, min(4096, int(4 * np.sqrt(self._n))))
+        faiss_metric = _FAISS_METRIC[self.metric]
+        quantizer = faiss.IndexFlat(self.dim, faiss_metric)
+        ivf = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss_metric)
+        rng = np.random.default_rng(0)
+        sample = rng.choice(self._n, size=min(self._n, 64 * nlist), replace=False)
+        ivf.train(self._vectors[np.sort(sample)])
+        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
+        ivf.add_with_ids(self._vectors[: self._n], self._labels[: self._n])
+        ivf.nprobe = nprobe
+        self._ivf, self._ivf_quantizer, self._ivf_rows = ivf, quantizer, self._n
 
     def _score(self, vectors: Vectors, query: Vectors) -> npt.NDArray[np.float32]:
         if self.metric == "ip":
@@ -269,7 +323,12 @@ class CheckpointError(Exception):
 
 
 def read_checkpoint(
-    path: Path, *, store_id: bytes, dim: int, metric: Metric
+    path: Path,
+    *,
+    store_id: bytes,
+    dim: int,
+    metric: Metric,
+    nprobe: int | None = None,
 ) -> tuple[int, FlatIndex]:
     """Load a checkpoint; return `(seq, index)`.
 
@@ -317,7 +376,7 @@ def read_checkpoint(
     else:
         labels, vectors = _read_with_faiss(path, count, dim)
     del view
-    return seq, FlatIndex.from_arrays(labels, vectors, metric)
+    return seq, FlatIndex.from_arrays(labels, vectors, metric, nprobe)
 
 
 def _read_with_faiss(path: Path, count: int, dim: int) -> tuple[Labels, Vectors]:

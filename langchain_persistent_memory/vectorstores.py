@@ -165,6 +165,8 @@ class PersistentFAISS(VectorStore):
         embedding: Embeddings,
         *,
         distance: Distance = "cosine",
+        index: Literal["flat", "ivf"] = "flat",
+        nprobe: int = 32,
         embedding_model: str | None = None,
         checkpoint_every: int = 1000,
         checkpoint_interval: float = 60.0,
@@ -179,6 +181,14 @@ class PersistentFAISS(VectorStore):
             distance: `"cosine"` (default; vectors are normalised and compared
                 by inner product), `"l2"` (Euclidean) or `"ip"` (raw inner
                 product). Fixed when the store is created.
+            index: `"flat"` (default) searches exactly. `"ivf"` answers
+                unfiltered searches on stores of 20,000 vectors or more from
+                an inverted-file index (`faiss.IndexIVFFlat`, built in memory
+                on the first such search): approximate and several times
+                faster on large stores. Filtered searches stay exact. Recall
+                is measured by `benchmarks/bench_ivf.py` (see the README).
+            nprobe: Lists an `"ivf"` search visits; more is slower and closer
+                to exact.
             embedding_model: Name recorded for the embedding model. Defaults to
                 the embedding's class name and its `model` / `model_name`
                 attribute. Opening a store with another model is an error.
@@ -200,6 +210,12 @@ class PersistentFAISS(VectorStore):
         """
         if distance not in _DISTANCES:
             msg = f"distance must be one of {_DISTANCES}, got {distance!r}."
+            raise ValueError(msg)
+        if index not in ("flat", "ivf"):
+            msg = f"index must be 'flat' or 'ivf', got {index!r}."
+            raise ValueError(msg)
+        if not isinstance(nprobe, int) or isinstance(nprobe, bool) or nprobe < 1:
+            msg = f"nprobe must be an int >= 1, got {nprobe!r}."
             raise ValueError(msg)
         if synchronous not in ("full", "normal"):
             msg = f"synchronous must be 'full' or 'normal', got {synchronous!r}."
@@ -223,6 +239,7 @@ class PersistentFAISS(VectorStore):
         self._embedding = embedding
         self._distance: Distance = distance
         self._metric: Metric = "l2" if distance == "l2" else "ip"
+        self._nprobe = nprobe if index == "ivf" else None
         self._model = embedding_model or _embedding_identity(embedding)
         self._index_path = self.path / INDEX_FILE
         self._index_lock = threading.RLock()
@@ -301,6 +318,7 @@ class PersistentFAISS(VectorStore):
                 store_id=self._store_id,
                 dim=self._dim,
                 metric=self._metric,
+                nprobe=self._nprobe,
             )
         except CheckpointError as exc:
             logger.warning(
@@ -310,7 +328,7 @@ class PersistentFAISS(VectorStore):
                 INDEX_FILE,
                 exc,
             )
-            seq, index = 0, FlatIndex(self._dim, self._metric)
+            seq, index = 0, self._new_index(self._dim)
         else:
             self._saved_seq = seq
         with self._index_lock:
@@ -337,7 +355,7 @@ class PersistentFAISS(VectorStore):
                 if self._dim is None:
                     self._seq = head
                     return 0
-                self._index, self._seq = FlatIndex(self._dim, self._metric), 0
+                self._index, self._seq = self._new_index(self._dim), 0
             floor = int(
                 con.execute(
                     "SELECT value FROM settings WHERE key = 'tombstone_floor'"
@@ -355,7 +373,7 @@ class PersistentFAISS(VectorStore):
                         floor,
                         head,
                     )
-                self._index, self._seq = FlatIndex(self._index.dim, self._metric), 0
+                self._index, self._seq = self._new_index(self._index.dim), 0
                 self._saved_seq = None
             replayed = self._replay(con, self._seq)
             self._seq = head
@@ -370,10 +388,13 @@ class PersistentFAISS(VectorStore):
                         DB_FILE,
                         count,
                     )
-                    self._index = FlatIndex(self._index.dim, self._metric)
+                    self._index = self._new_index(self._index.dim)
                     self._saved_seq = None
                     replayed = self._replay(con, 0)
         return replayed
+
+    def _new_index(self, dim: int) -> FlatIndex:
+        return FlatIndex(dim, self._metric, self._nprobe)
 
     def _replay(self, con: Connection, since: int) -> int:
         """Apply the changes after `since` (all rows if 0) to the index."""
