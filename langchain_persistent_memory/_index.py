@@ -215,12 +215,12 @@ class FlatIndex:
 
     def _build_ivf(self, nprobe: int) -> None:
         """Train an `IndexIVFFlat` on a sample of the rows and add all rows."""
-        nlist = max(16, min(4096, int(4 * np.sqrt(self._n))))
+        nlist = max(16, min(4096, int(np.sqrt(self._n))))
         faiss_metric = _FAISS_METRIC[self.metric]
         quantizer = faiss.IndexFlat(self.dim, faiss_metric)
         ivf = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss_metric)
         rng = np.random.default_rng(0)
-        sample = rng.choice(self._n, size=min(self._n, 64 * nlist), replace=False)
+        sample = rng.choice(self._n, size=min(self._n, 40 * nlist), replace=False)
         ivf.train(self._vectors[np.sort(sample)])
         ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
         ivf.add_with_ids(self._vectors[: self._n], self._labels[: self._n])
