@@ -235,48 +235,54 @@ class FlatIndex:
         return squared
 
 
-def write_checkpoint(
-    path: Path,
-    labels: Labels,
-    vectors: Vectors,
-    metric: Metric,
-    *,
-    store_id: bytes,
-    seq: int,
-) -> None:
-    """Write the rows to `path` atomically (temp file, fsync, rename, fsync dir)."""
-    labels = np.ascontiguousarray(labels, dtype=np.int64)
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    count, dim = vectors.shape
+def checkpoint_index(labels: Labels, vectors: Vectors, metric: Metric) -> Any:
+    """Copy rows into the FAISS index a checkpoint is made of (`IndexIDMap2`)."""
+    dim = vectors.shape[1]
     flat = faiss.IndexFlatIP(dim) if metric == "ip" else faiss.IndexFlatL2(dim)
     idmap = faiss.IndexIDMap2(flat)
-    if count:
-        idmap.add_with_ids(vectors, labels)
-    payload = faiss.serialize_index(idmap)
-    vec_off, lab_off = _locate_blocks(payload, vectors, labels)
-    trailer = _TRAILER.pack(
-        _MAGIC,
-        _VERSION,
-        store_id,
-        seq,
-        count,
-        dim,
-        _METRIC_CODE[metric],
-        vec_off,
-        lab_off,
-        len(payload),
-        zlib.crc32(payload.data),
-    )
+    if len(labels):
+        idmap.add_with_ids(
+            np.ascontiguousarray(vectors, dtype=np.float32),
+            np.ascontiguousarray(labels, dtype=np.int64),
+        )
+    return idmap
+
+
+def write_checkpoint(path: Path, idmap: Any, *, store_id: bytes, seq: int) -> None:
+    """Write a checkpoint atomically: temp file, fsync, rename, fsync the directory.
+
+    `idmap` comes from `checkpoint_index`. FAISS streams it to the temporary
+    file; the trailer is computed from what was written and appended.
+    """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
-        try:
-            with os.fdopen(fd, "wb", closefd=False) as handle:
-                handle.write(payload.data)
-                handle.write(trailer)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        faiss.write_index(idmap, str(tmp))  # keeps the file's 0600 mode
+        with tmp.open("r+b") as handle:
+            payload_len = os.fstat(handle.fileno()).st_size
+            with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                crc = zlib.crc32(data)
+                vec_off, lab_off = _locate_blocks(data, idmap)
+            handle.seek(0, os.SEEK_END)
+            handle.write(
+                _TRAILER.pack(
+                    _MAGIC,
+                    _VERSION,
+                    store_id,
+                    seq,
+                    idmap.ntotal,
+                    idmap.d,
+                    _METRIC_CODE[
+                        "l2" if idmap.metric_type == faiss.METRIC_L2 else "ip"
+                    ],
+                    vec_off,
+                    lab_off,
+                    payload_len,
+                    crc,
+                )
+            )
+            handle.flush()
+            os.fsync(handle.fileno())
         tmp.replace(path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -285,28 +291,32 @@ def write_checkpoint(
     _fsync_directory(path.parent)
 
 
-def _locate_blocks(
-    payload: npt.NDArray[np.uint8], vectors: Vectors, labels: Labels
-) -> tuple[int, int]:
-    """Byte offsets of the raw vector and label blocks inside the FAISS payload.
+def _locate_blocks(data: mmap.mmap, idmap: Any) -> tuple[int, int]:
+    """Byte offsets of the raw vector and label blocks inside the FAISS file.
 
     FAISS writes an `IndexIDMap2` as its header, the flat index (whose last
     field is the raw vectors) and then the id map (a length and raw int64s).
-    The offsets are checked byte for byte; if FAISS ever lays the file out
+    The offsets are checked on sample rows; if FAISS ever lays the file out
     differently, -1 is recorded and readers fall back to `faiss.read_index`.
     """
-    lab_off = len(payload) - labels.nbytes
-    vec_off = lab_off - 8 - vectors.nbytes
+    count, dim = idmap.ntotal, idmap.d
+    lab_off = len(data) - 8 * count
+    vec_off = lab_off - 8 - 4 * dim * count
     if vec_off < 0:
         return -1, -1
-    raw = payload.view(np.uint8)
-    same = bool(
-        np.array_equal(raw[lab_off:], labels.view(np.uint8).reshape(-1))
-        and np.array_equal(
-            raw[vec_off : vec_off + vectors.nbytes], vectors.view(np.uint8).reshape(-1)
-        )
-    )
-    return (vec_off, lab_off) if same else (-1, -1)
+    if count == 0:
+        return vec_off, lab_off
+    flat: Any = faiss.downcast_index(idmap.index)
+    vectors = faiss.rev_swig_ptr(flat.get_xb(), count * dim).reshape(count, dim)
+    labels = faiss.vector_to_array(idmap.id_map)
+    for row in {0, count // 2, count - 1}:
+        start = vec_off + 4 * dim * row
+        same_vector = data[start : start + 4 * dim] == vectors[row].tobytes()
+        label_at = lab_off + 8 * row
+        same_label = data[label_at : label_at + 8] == labels[row : row + 1].tobytes()
+        if not (same_vector and same_label):
+            return -1, -1
+    return vec_off, lab_off
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -27,6 +27,7 @@ from langchain_persistent_memory._index import (
     CheckpointError,
     FlatIndex,
     Metric,
+    checkpoint_index,
     read_checkpoint,
     write_checkpoint,
 )
@@ -193,7 +194,7 @@ class PersistentFAISS(VectorStore):
                 the embedding's class name and its `model` / `model_name`
                 attribute. Opening a store with another model is an error.
             checkpoint_every: Write `index.faiss` in the background after this
-                many changes.
+                many changes (or a tenth of the store's rows, if that is more).
             checkpoint_interval: ...or this many seconds after an unsaved change.
             busy_timeout: Seconds a write waits for another writer's lock
                 before raising `StoreBusyError`.
@@ -438,20 +439,22 @@ class PersistentFAISS(VectorStore):
                 self._catch_up()
                 if self._index is None:
                     return
-                labels = self._index.labels().copy()
-                vectors = self._index.vectors().copy()
                 seq = self._seq
-                self._checkpointer.taken()
-            if self._saved_seq == seq:
-                return  # this process loaded or wrote exactly this checkpoint
-            write_checkpoint(
-                self._index_path,
-                labels,
-                vectors,
-                self._metric,
-                store_id=self._store_id,
-                seq=seq,
-            )
+                pending = self._checkpointer.taken(len(self._index))
+                if self._saved_seq == seq:
+                    return  # this process loaded or wrote exactly this checkpoint
+                idmap = checkpoint_index(
+                    self._index.labels(), self._index.vectors(), self._metric
+                )
+            try:
+                write_checkpoint(
+                    self._index_path, idmap, store_id=self._store_id, seq=seq
+                )
+            except BaseException:
+                self._checkpointer.note(pending)  # still unsaved: retry later
+                raise
+            finally:
+                del idmap
             self._saved_seq = seq
             with self._db.write() as con:
                 con.execute("DELETE FROM tombstones WHERE seq <= ?", (seq,))
@@ -956,10 +959,12 @@ class PersistentFAISS(VectorStore):
 
 
 class _Checkpointer:
-    """Calls `store.checkpoint()` from a daemon thread every N changes or T seconds.
+    """Calls `store.checkpoint()` from a daemon thread after N changes or T seconds.
 
-    Holds only a weak reference to the store, so a store that is dropped
-    without `close()` can still be garbage-collected.
+    N is `checkpoint_every` or a tenth of the store's rows, whichever is
+    larger: a checkpoint rewrites the whole index, so a bulk load pays O(1)
+    per row for them, not O(rows). Holds only a weak reference to the store,
+    so a store that is dropped without `close()` can still be collected.
     """
 
     def __init__(self, store: PersistentFAISS, every: int, interval: float) -> None:
@@ -968,6 +973,7 @@ class _Checkpointer:
         self._interval = interval
         self._cond = threading.Condition()
         self._pending = 0
+        self._rows = 0  # store size at the last checkpoint
         self._stopped = False
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
@@ -983,12 +989,18 @@ class _Checkpointer:
                     target=self._run, name="lpm-checkpoint", daemon=True
                 )
                 self._thread.start()
-            if self._pending >= self._every:
+            if self._due():
                 self._cond.notify()
 
-    def taken(self) -> None:
+    def _due(self) -> bool:
+        return self._pending >= max(self._every, self._rows // 10)
+
+    def taken(self, rows: int) -> int:
+        """A checkpoint of `rows` rows began; return the changes it covers."""
         with self._cond:
-            self._pending = 0
+            pending, self._pending = self._pending, 0
+            self._rows = rows
+            return pending
 
     def stop(self) -> int:
         """Stop the thread; return the number of changes not yet checkpointed."""
@@ -1008,7 +1020,7 @@ class _Checkpointer:
         while True:
             with self._cond:
                 self._cond.wait_for(
-                    lambda: self._stopped or self._pending >= self._every,
+                    lambda: self._stopped or self._due(),
                     timeout=self._interval,
                 )
                 if self._stopped:

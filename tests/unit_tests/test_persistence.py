@@ -219,6 +219,12 @@ def test_failed_replace_keeps_old_checkpoint(
         assert (store_path / "index.faiss").read_bytes() == before
         assert not [p for p in store_path.iterdir() if p.name.endswith(".tmp")]
         assert top_ids(store, "after the checkpoint", k=1) == ["late"]
+        stamp = checkpoint_stamp(store_path / "index.faiss")
+    # The failed checkpoint's changes stayed pending, so close() saved them.
+    after = checkpoint_stamp(store_path / "index.faiss")
+    assert stamp is not None
+    assert after is not None
+    assert after > stamp
     with PersistentFAISS(store_path, embedding) as store:
         assert top_ids(store, "after the checkpoint", k=1) == ["late"]
 
