@@ -109,6 +109,13 @@ class Database:
             for statement in _SCHEMA:
                 con.execute(statement)
 
+    def reset_after_fork(self) -> None:
+        """In a forked child: forget the parent's connections and locks."""
+        self._pid = os.getpid()
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections = []
+
     def connection(self) -> sqlite3.Connection:
         """Return this thread's connection, opening it on first use."""
         if self._closed:
@@ -117,10 +124,7 @@ class Database:
         if os.getpid() != self._pid:
             # A forked child must never use its parent's SQLite connections;
             # leave them untouched (closing them could disturb the parent).
-            self._pid = os.getpid()
-            self._local = threading.local()
-            with self._lock:
-                self._connections = []
+            self.reset_after_fork()
         con: sqlite3.Connection | None = getattr(self._local, "con", None)
         if con is None:
             con = self._open()

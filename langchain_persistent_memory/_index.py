@@ -41,8 +41,11 @@ _FAISS_METRIC = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 _METRIC_CODE = {"ip": 0, "l2": 1}
 _MAGIC = b"LPMIDX\x00\x01"
 _VERSION = 1
-# magic, version, store id, seq, count, dim, metric, vec_off, lab_off, payload, crc
-_TRAILER = struct.Struct("<8sI16sqqIIqqqI")
+# magic, version, store id, seq, count, dim, metric, vec_off, lab_off, payload
+# length, then a CRC-32 of the payload followed by all the fields before it.
+_FIELDS = struct.Struct("<8sI16sqqIIqqq")
+_CRC = struct.Struct("<I")
+_TRAILER_SIZE = _FIELDS.size + _CRC.size
 # Below this share of rows, a filtered search scores only the matching rows.
 _GATHER_SHARE = 0.5
 # The approximate index is used from this many rows on; below, exact is fast.
@@ -140,12 +143,12 @@ class FlatIndex:
             self._ivf.add_with_ids(self._vectors[rows], labels)
 
     def remove(self, labels: Labels) -> None:
-        """Remove the rows of these labels; absent labels are ignored."""
-        rows = self._rows_of(labels)
+        """Remove the rows of these labels; absent or repeated labels are fine."""
+        rows = np.unique(self._rows_of(labels))
         if self._ivf is not None and len(rows):
             gone = np.ascontiguousarray(self._labels[rows])
             self._ivf.remove_ids(faiss.IDSelectorArray(len(gone), faiss.swig_ptr(gone)))
-        for row in np.sort(rows)[::-1]:
+        for row in rows[::-1]:
             gone = self._labels[row]
             last = self._n - 1
             if row != last:
@@ -168,7 +171,7 @@ class FlatIndex:
         if self._n == 0 or k <= 0:
             return empty
         if subset is None and self._use_ivf():
-            distances, found = self._ivf.search(query.reshape(1, -1), k)
+            distances, found = self._ivf.search(query.reshape(1, -1), min(k, self._n))
             keep = found[0] >= 0
             scores, picked = distances[0][keep], self._pos[found[0][keep]]
         elif subset is None:
@@ -263,24 +266,21 @@ def write_checkpoint(path: Path, idmap: Any, *, store_id: bytes, seq: int) -> No
             with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
                 crc = zlib.crc32(data)
                 vec_off, lab_off = _locate_blocks(data, idmap)
-            handle.seek(0, os.SEEK_END)
-            handle.write(
-                _TRAILER.pack(
-                    _MAGIC,
-                    _VERSION,
-                    store_id,
-                    seq,
-                    idmap.ntotal,
-                    idmap.d,
-                    _METRIC_CODE[
-                        "l2" if idmap.metric_type == faiss.METRIC_L2 else "ip"
-                    ],
-                    vec_off,
-                    lab_off,
-                    payload_len,
-                    crc,
-                )
+            metric = "l2" if idmap.metric_type == faiss.METRIC_L2 else "ip"
+            fields = _FIELDS.pack(
+                _MAGIC,
+                _VERSION,
+                store_id,
+                seq,
+                idmap.ntotal,
+                idmap.d,
+                _METRIC_CODE[metric],
+                vec_off,
+                lab_off,
+                payload_len,
             )
+            handle.seek(0, os.SEEK_END)
+            handle.write(fields + _CRC.pack(zlib.crc32(fields, crc)))
             handle.flush()
             os.fsync(handle.fileno())
         tmp.replace(path)
@@ -353,30 +353,38 @@ def read_checkpoint(
         raise CheckpointError(msg) from exc
     with handle:
         size = os.fstat(handle.fileno()).st_size
-        if size < _TRAILER.size:
+        if size < _TRAILER_SIZE:
             msg = f"it is truncated ({size} bytes)"
             raise CheckpointError(msg)
         buffer = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
-    fields = _TRAILER.unpack_from(buffer, size - _TRAILER.size)
-    magic, version, file_store, seq, count, file_dim, metric_code = fields[:7]
-    vec_off, lab_off, payload_len, crc = fields[7:]
-    if magic != _MAGIC or version != _VERSION:
+    payload_len = size - _TRAILER_SIZE
+    raw_fields = bytes(buffer[payload_len : payload_len + _FIELDS.size])
+    fields = _FIELDS.unpack(raw_fields)
+    (crc,) = _CRC.unpack_from(buffer, payload_len + _FIELDS.size)
+    if fields[0] != _MAGIC or fields[1] != _VERSION:
         msg = "it is not a checkpoint of this package (truncated or foreign)"
         raise CheckpointError(msg)
+    with memoryview(buffer) as view:
+        if zlib.crc32(raw_fields, zlib.crc32(view[:payload_len])) != crc:
+            msg = "its checksum does not match (damaged)"
+            raise CheckpointError(msg)
+    _, _, file_store, seq, count, file_dim, metric_code = fields[:7]
+    vec_off, lab_off, recorded_len = fields[7:]
     if file_store != store_id:
         msg = "it belongs to another store"
         raise CheckpointError(msg)
     if file_dim != dim or metric_code != _METRIC_CODE[metric]:
         msg = "it was made for another dimension or metric"
         raise CheckpointError(msg)
-    if payload_len != size - _TRAILER.size or count < 0:
+    if recorded_len != payload_len or count < 0:
         msg = "its length does not match its trailer"
         raise CheckpointError(msg)
-    view = memoryview(buffer)
-    if zlib.crc32(view[:payload_len]) != crc:
-        msg = "its checksum does not match (damaged)"
-        raise CheckpointError(msg)
-    if vec_off >= 0 and lab_off + count * 8 == payload_len:
+    blocks_fit = (
+        vec_off >= 0
+        and vec_off + 4 * dim * count + 8 == lab_off
+        and lab_off + 8 * count == payload_len
+    )
+    if blocks_fit:
         vectors = np.ndarray(
             (count, dim), dtype=np.float32, buffer=buffer, offset=vec_off
         )
@@ -385,7 +393,6 @@ def read_checkpoint(
         ).copy()
     else:
         labels, vectors = _read_with_faiss(path, count, dim)
-    del view
     return seq, FlatIndex.from_arrays(labels, vectors, metric, nprobe)
 
 
@@ -408,8 +415,8 @@ def checkpoint_stamp(path: Path) -> int | None:
     """The change sequence stamped on the checkpoint at `path`, if readable."""
     try:
         with path.open("rb") as handle:
-            handle.seek(-_TRAILER.size, os.SEEK_END)
-            fields = _TRAILER.unpack(handle.read(_TRAILER.size))
+            handle.seek(-_TRAILER_SIZE, os.SEEK_END)
+            fields = _FIELDS.unpack(handle.read(_FIELDS.size))
     except (OSError, struct.error):
         return None
     return int(fields[3]) if fields[0] == _MAGIC else None

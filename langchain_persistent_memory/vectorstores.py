@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import operator
 import os
 import threading
 import uuid
@@ -28,6 +29,7 @@ from langchain_persistent_memory._index import (
     FlatIndex,
     Metric,
     checkpoint_index,
+    checkpoint_stamp,
     read_checkpoint,
     write_checkpoint,
 )
@@ -261,6 +263,18 @@ class PersistentFAISS(VectorStore):
         except BaseException:
             self._db.close()
             raise
+        _LIVE_STORES.add(self)
+
+    def _reset_after_fork(self) -> None:
+        """In a forked child: new locks, no inherited thread or connection.
+
+        Another thread of the parent may have held a lock at the fork; the
+        child would wait for it forever.
+        """
+        self._index_lock = threading.RLock()
+        self._checkpoint_lock = threading.Lock()
+        self._checkpointer.reset_after_fork()
+        self._db.reset_after_fork()
 
     # ------------------------------------------------------------------ setup
 
@@ -313,27 +327,7 @@ class PersistentFAISS(VectorStore):
     def _open_index(self) -> None:
         if self._dim is None:
             return  # nothing was ever stored
-        try:
-            seq, index = read_checkpoint(
-                self._index_path,
-                store_id=self._store_id,
-                dim=self._dim,
-                metric=self._metric,
-                nprobe=self._nprobe,
-            )
-        except CheckpointError as exc:
-            logger.warning(
-                "Rebuilding the index of %s from %s: %s %s.",
-                self.path,
-                DB_FILE,
-                INDEX_FILE,
-                exc,
-            )
-            seq, index = 0, self._new_index(self._dim)
-        else:
-            self._saved_seq = seq
         with self._index_lock:
-            self._index, self._seq = index, seq
             replayed = self._catch_up(verify=True)
         if replayed:
             self._checkpointer.note(replayed)
@@ -343,56 +337,93 @@ class PersistentFAISS(VectorStore):
     def _catch_up(self, *, verify: bool = False) -> int:
         """Bring the in-memory index up to the database; return rows replayed.
 
-        Called with `_index_lock` held. Reads one snapshot, so the index ends
-        exactly at that snapshot's change sequence.
+        Called with `_index_lock` held, inside or outside a read transaction;
+        all its reads share one snapshot, and the index ends exactly at that
+        snapshot's change sequence. Without an index in memory (first use,
+        fallen behind the pruned tombstones, or an earlier replay that
+        failed), it loads the checkpoint and replays from its stamp, or
+        replays everything. `verify` also checks the row count (on open).
         """
         with self._db.read() as con:
             head = con.execute("SELECT seq FROM counter").fetchone()[0]
-            if head == self._seq and not verify:
+            if self._index is not None and head == self._seq and not verify:
                 return 0
+            floor = int(
+                con.execute(
+                    "SELECT value FROM settings WHERE key = 'tombstone_floor'"
+                ).fetchone()[0]
+            )
+            if self._index is not None and not floor <= self._seq <= head:
+                self._index = None  # behind the pruned tombstones: reload
             if self._index is None:
                 if self._dim is None:
                     self._dim = _read_dimension(con)
                 if self._dim is None:
                     self._seq = head
                     return 0
-                self._index, self._seq = self._new_index(self._dim), 0
-            floor = int(
-                con.execute(
-                    "SELECT value FROM settings WHERE key = 'tombstone_floor'"
-                ).fetchone()[0]
-            )
-            if self._seq > head or 0 < self._seq < floor:
+                self._index, self._seq = self._load_checkpoint(
+                    floor, head, opening=verify
+                )
+            try:
+                replayed = self._replay(con, self._seq)
+                self._seq = head
                 if verify:
-                    logger.warning(
-                        "Rebuilding the index of %s: %s is stamped %d, outside "
-                        "what %s can replay (%d..%d).",
-                        self.path,
-                        INDEX_FILE,
-                        self._seq,
-                        DB_FILE,
-                        floor,
-                        head,
-                    )
-                self._index, self._seq = self._new_index(self._index.dim), 0
-                self._saved_seq = None
-            replayed = self._replay(con, self._seq)
-            self._seq = head
-            if verify:
-                count = con.execute("SELECT count(*) FROM documents").fetchone()[0]
-                if count != len(self._index):
-                    logger.warning(
-                        "Rebuilding the index of %s: it holds %d vectors but "
-                        "%s holds %d documents.",
-                        self.path,
-                        len(self._index),
-                        DB_FILE,
-                        count,
-                    )
-                    self._index = self._new_index(self._index.dim)
-                    self._saved_seq = None
-                    replayed = self._replay(con, 0)
+                    count = con.execute("SELECT count(*) FROM documents").fetchone()
+                    if count[0] != len(self._index):
+                        logger.warning(
+                            "Rebuilding the index of %s: it holds %d vectors but "
+                            "%s holds %d documents.",
+                            self.path,
+                            len(self._index),
+                            DB_FILE,
+                            count[0],
+                        )
+                        self._index = self._new_index(self._index.dim)
+                        self._saved_seq = None
+                        replayed = self._replay(con, 0)
+            except BaseException:
+                # A half-replayed index must never be searched: drop it, and
+                # the next call starts again from the checkpoint.
+                self._index, self._seq, self._saved_seq = None, 0, None
+                raise
         return replayed
+
+    def _load_checkpoint(
+        self, floor: int, head: int, *, opening: bool
+    ) -> tuple[FlatIndex, int]:
+        """The checkpoint as `(index, stamp)` if usable, else an empty index.
+
+        An unusable checkpoint is logged as a warning; a missing one only
+        when the store is being opened with rows (a new store has none yet).
+        """
+        assert self._dim is not None  # noqa: S101 - checked by the caller
+        try:
+            seq, index = read_checkpoint(
+                self._index_path,
+                store_id=self._store_id,
+                dim=self._dim,
+                metric=self._metric,
+                nprobe=self._nprobe,
+            )
+            if not floor <= seq <= head:
+                msg = (
+                    f"it is stamped {seq}, outside what {DB_FILE} can replay "
+                    f"({floor}..{head})"
+                )
+                raise CheckpointError(msg)  # noqa: TRY301 - one report below
+        except CheckpointError as exc:
+            if self._index_path.exists() or (opening and head > 0):
+                logger.warning(
+                    "Rebuilding the index of %s from %s: %s %s.",
+                    self.path,
+                    DB_FILE,
+                    INDEX_FILE,
+                    exc,
+                )
+            self._saved_seq = None
+            return self._new_index(self._dim), 0
+        self._saved_seq = seq
+        return index, seq
 
     def _new_index(self, dim: int) -> FlatIndex:
         return FlatIndex(dim, self._metric, self._nprobe)
@@ -446,6 +477,9 @@ class PersistentFAISS(VectorStore):
                 idmap = checkpoint_index(
                     self._index.labels(), self._index.vectors(), self._metric
                 )
+            on_disk = checkpoint_stamp(self._index_path)
+            if on_disk is not None and on_disk > seq:
+                return  # another process saved a newer one; never go back
             try:
                 write_checkpoint(
                     self._index_path, idmap, store_id=self._store_id, seq=seq
@@ -646,7 +680,7 @@ class PersistentFAISS(VectorStore):
         if ids is None:
             msg = "delete() needs the ids to delete, e.g. store.delete(ids=['a'])."
             raise ValueError(msg)
-        wanted = _check_ids(ids)
+        wanted = list(dict.fromkeys(_check_ids(ids)))
         if not wanted:
             return True
         with self._db.write() as con:
@@ -701,29 +735,26 @@ class PersistentFAISS(VectorStore):
         *,
         with_vectors: bool = False,
     ) -> tuple[list[tuple[int, float]], npt.NDArray[np.float32]]:
-        """Rank the store for a query vector; return `[(label, score)]` best first."""
-        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
-            msg = f"k must be an int >= 0, got {k!r}."
-            raise ValueError(msg)
-        query = self._check_vectors([embedding], 1, "embed_query")
-        query = self._for_index(query)[0]
-        subset = None
-        if filter:
-            sql, params = compile_filter(filter)
-            with self._db.read() as con:
-                subset = np.array(
-                    [row[0] for row in con.execute(sql, params)], dtype=np.int64
-                )
-        with self._index_lock:
+        """Rank the store for a query vector; return `[(label, score)]` best first.
+
+        The filter, the catch-up and (in the callers) the documents fetched
+        all read one SQLite snapshot, so every result matches the filter.
+        """
+        k = _check_k(k)
+        query = self._for_index(self._check_vectors([embedding], 1, "embed_query"))[0]
+        compiled = compile_filter(filter) if filter else None
+        nothing = np.empty((0, len(query)), dtype=np.float32)
+        with self._index_lock, self._db.read() as con:
             self._catch_up()
             if self._index is None or k == 0:
-                return [], np.empty((0, len(query)), dtype=np.float32)
+                return [], nothing
+            self._check_dimension(len(query))
+            subset = None
+            if compiled is not None:
+                rows = con.execute(*compiled).fetchall()
+                subset = np.array([row[0] for row in rows], dtype=np.int64)
             scores, labels = self._index.search(query, k, subset)
-            vectors = (
-                self._index.vectors_of(labels)
-                if with_vectors
-                else np.empty((0, len(query)), dtype=np.float32)
-            )
+            vectors = self._index.vectors_of(labels) if with_vectors else nothing
         hits = [
             (int(label), float(score))
             for label, score in zip(labels, scores, strict=True)
@@ -760,8 +791,9 @@ class PersistentFAISS(VectorStore):
             `(document, score)` pairs, best first; see the class doc for scores.
         """
         _reject_unknown(kwargs, "similarity_search", allowed=("fetch_k",))
-        hits, _ = self._search(embedding, k, filter)
-        documents = self._documents([label for label, _ in hits])
+        with self._db.read():
+            hits, _ = self._search(embedding, k, filter)
+            documents = self._documents([label for label, _ in hits])
         return [
             (documents[label], score) for label, score in hits if label in documents
         ]
@@ -862,17 +894,21 @@ class PersistentFAISS(VectorStore):
             **kwargs: Not used; an unknown keyword is an error.
         """
         _reject_unknown(kwargs, "max_marginal_relevance_search")
-        hits, vectors = self._search(
-            embedding, max(fetch_k, k), filter, with_vectors=True
-        )
-        if not hits:
-            return []
-        query = self._for_index(np.asarray([embedding], dtype=np.float32))[0]
-        chosen = maximal_marginal_relevance(
-            query, list(vectors), lambda_mult=lambda_mult, k=k
-        )
-        labels = [hits[i][0] for i in chosen]
-        documents = self._documents(labels)
+        with self._db.read():
+            hits, vectors = self._search(
+                embedding,
+                max(_check_k(fetch_k), _check_k(k)),
+                filter,
+                with_vectors=True,
+            )
+            if not hits:
+                return []
+            query = self._for_index(np.asarray([embedding], dtype=np.float32))[0]
+            chosen = maximal_marginal_relevance(
+                query, list(vectors), lambda_mult=lambda_mult, k=k
+            )
+            labels = [hits[i][0] for i in chosen]
+            documents = self._documents(labels)
         return [documents[label] for label in labels if label in documents]
 
     @override
@@ -957,6 +993,17 @@ class PersistentFAISS(VectorStore):
 
 # ------------------------------------------------------------------ helpers
 
+_LIVE_STORES: weakref.WeakSet[PersistentFAISS] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for store in list(_LIVE_STORES):
+        store._reset_after_fork()  # noqa: SLF001 - the module's own class
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 class _Checkpointer:
     """Calls `store.checkpoint()` from a daemon thread after N changes or T seconds.
@@ -995,6 +1042,11 @@ class _Checkpointer:
     def _due(self) -> bool:
         return self._pending >= max(self._every, self._rows // 10)
 
+    def reset_after_fork(self) -> None:
+        self._cond = threading.Condition()
+        self._thread = None
+        self._pid = os.getpid()
+
     def taken(self, rows: int) -> int:
         """A checkpoint of `rows` rows began; return the changes it covers."""
         with self._cond:
@@ -1025,11 +1077,13 @@ class _Checkpointer:
                 )
                 if self._stopped:
                     return
-                if self._pending == 0:
-                    continue
+                idle = self._pending == 0
             store = self._store()
             if store is None:
-                return
+                return  # the store was dropped without close()
+            if idle:
+                del store
+                continue
             try:
                 store.checkpoint()
             except Exception:
@@ -1122,6 +1176,17 @@ def _check_ids(ids: Iterable[object]) -> list[str]:
             raise TypeError(msg)
         checked.append(doc_id)
     return checked
+
+
+def _check_k(k: object) -> int:
+    try:
+        value = operator.index(k)  # type: ignore[arg-type]
+    except TypeError:
+        value = -1
+    if isinstance(k, bool) or value < 0:
+        msg = f"k must be an int >= 0, got {k!r}."
+        raise ValueError(msg)
+    return value
 
 
 def _reject_unknown(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -138,3 +139,95 @@ async def test_async_twins_use_async_embedding(store_path: Path) -> None:
         assert [d.id for d in docs] == ["b"]
         assert mmr[0].id == "a"
         assert calls == ["docs", "query", "query"]
+
+
+def test_filtered_results_always_match_the_filter_under_writes(
+    store_path: Path,
+) -> None:
+    embedding = DeterministicFakeEmbedding(size=16)
+    stop = threading.Event()
+    with PersistentFAISS(store_path, embedding, checkpoint_every=10**6) as store:
+        ids = [f"d{i}" for i in range(40)]
+        store.add_texts(ids, [{"user": "alice"} for _ in ids], ids=ids)
+
+        def flip() -> None:
+            turn = 0
+            while not stop.is_set():
+                owner = "bob" if turn % 2 == 0 else "alice"
+                store.add_texts(
+                    ids[:20], [{"user": owner} for _ in ids[:20]], ids=ids[:20]
+                )
+                turn += 1
+
+        writer = threading.Thread(target=flip)
+        writer.start()
+        wrong = []
+        try:
+            for _ in range(1500):
+                hits = store.similarity_search("d3", k=10, filter={"user": "alice"})
+                wrong.extend(d for d in hits if d.metadata != {"user": "alice"})
+        finally:
+            stop.set()
+            writer.join()
+        assert wrong == []
+
+
+def test_forked_child_is_not_blocked_by_a_lock_held_at_fork(store_path: Path) -> None:
+    import os
+
+    if not hasattr(os, "fork"):
+        pytest.skip("needs fork")
+    embedding = DeterministicFakeEmbedding(size=16)
+    with PersistentFAISS(store_path, embedding) as store:
+        store.add_texts(["parent"], ids=["parent"])
+        # As if the background checkpoint thread were mid-checkpoint at fork.
+        with store._checkpoint_lock, store._index_lock:
+            pid = os.fork()
+            if pid == 0:  # the child
+                code = 1
+                try:
+                    store.add_texts(["child"], ids=["child"])
+                    store.checkpoint()
+                    hits = store.similarity_search("child", k=1)
+                    code = 0 if hits[0].id == "child" else 2
+                finally:
+                    os._exit(code)
+        deadline = time.monotonic() + 30
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, 9)
+                pytest.fail("the forked child hung on a lock inherited from the parent")
+            time.sleep(0.05)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert {d.id for d in store.similarity_search("x", k=5)} == {"parent", "child"}
+
+
+def test_dropped_store_stops_its_checkpoint_thread(store_path: Path) -> None:
+    import gc
+
+    def live() -> set[threading.Thread]:
+        return {
+            t
+            for t in threading.enumerate()
+            if t.name == "lpm-checkpoint" and t.is_alive()
+        }
+
+    before = live()
+    store = PersistentFAISS(
+        store_path, DeterministicFakeEmbedding(size=16), checkpoint_interval=0.05
+    )
+    store.add_texts(["x"])
+    deadline = time.monotonic() + 10
+    while not live() - before:  # its thread has started
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    mine = live() - before
+    time.sleep(0.2)  # let it checkpoint and go idle
+    del store
+    gc.collect()
+    while any(t.is_alive() for t in mine):
+        assert time.monotonic() < deadline, "checkpoint thread outlived its store"
+        time.sleep(0.02)

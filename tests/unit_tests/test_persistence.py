@@ -297,3 +297,101 @@ def test_checkpoint_is_a_plain_faiss_file(
     assert index.d == 16
     labels = faiss.vector_to_array(index.id_map)
     assert len(np.unique(labels)) == len(ids)
+
+
+def test_repeated_id_in_delete_removes_only_that_document(
+    store_path: Path, embedding: Embeddings
+) -> None:
+    texts = [f"row {i}" for i in range(700)]
+    ids = [f"r{i}" for i in range(700)]
+    with PersistentFAISS(store_path, embedding) as store:
+        store.add_texts(texts, ids=ids)
+        store.similarity_search("x", k=1)  # build the in-memory index first
+        # The same id twice, far enough apart to land in different SQL chunks.
+        doomed = [ids[0], *ids[1:550], ids[0]]
+        store.delete(doomed)
+        left = ids[550:]
+        assert sorted(d.id for d in store.similarity_search("x", k=1000)) == sorted(
+            left
+        )
+        for i in range(550, 700, 10):
+            assert top_ids(store, texts[i], k=1) == [ids[i]]
+
+
+def test_damaged_trailer_is_detected(
+    store_path: Path, embedding: Embeddings, caplog: pytest.LogCaptureFixture
+) -> None:
+    with PersistentFAISS(store_path, embedding, checkpoint_every=10**9) as store:
+        fill(store)
+        store.checkpoint()
+        saved = bytearray((store_path / "index.faiss").read_bytes())
+        store.add_texts(["rewritten zero"], ids=["id-0"])  # after the stamp
+        expected = {
+            q: top_ids(store, q) for q in [TEXTS[0], "rewritten zero", TEXTS[9]]
+        }
+    # Bump the stamp in the trailer by one: without a checksum over the
+    # trailer, the upsert above would never be replayed.
+    stamp = checkpoint_stamp(store_path / "index.faiss")
+    assert stamp is not None
+    old_stamp = stamp - 1
+    position = saved.rindex(old_stamp.to_bytes(8, "little", signed=True))
+    saved[position : position + 8] = stamp.to_bytes(8, "little", signed=True)
+    (store_path / "index.faiss").write_bytes(bytes(saved))
+    with (
+        caplog.at_level(logging.WARNING),
+        PersistentFAISS(store_path, embedding) as store,
+    ):
+        assert {q: top_ids(store, q) for q in expected} == expected
+    assert any("checksum" in r.getMessage() for r in caplog.records)
+
+
+def test_interrupted_replay_leaves_no_half_index(
+    store_path: Path, embedding: Embeddings
+) -> None:
+    from langchain_persistent_memory import _index
+
+    with PersistentFAISS(store_path, embedding, checkpoint_every=10**9) as writer:
+        fill(writer)
+    reader = PersistentFAISS(store_path, embedding)
+    try:
+        with PersistentFAISS(store_path, embedding) as writer:
+            writer.add_texts([f"late {i}" for i in range(20_000)])
+        # No checkpoint to reload: the reader must replay all rows, in batches.
+        (store_path / "index.faiss").unlink()
+        real_add = _index.FlatIndex.add
+        calls = {"n": 0}
+
+        def add_then_fail(self: _index.FlatIndex, labels, vectors) -> None:  # type: ignore[no-untyped-def]
+            calls["n"] += 1
+            real_add(self, labels, vectors)
+            if calls["n"] == 2:
+                raise KeyboardInterrupt
+
+        with (
+            mock.patch.object(_index.FlatIndex, "add", add_then_fail),
+            pytest.raises(KeyboardInterrupt),
+        ):
+            reader.similarity_search("late 5", k=3)
+        hits = reader.similarity_search("x", k=100_000)
+        assert len(hits) == len(TEXTS) + 20_000
+        assert len({d.id for d in hits}) == len(hits)
+    finally:
+        reader.close()
+
+
+def test_older_checkpoint_never_replaces_a_newer_one(
+    store_path: Path, embedding: Embeddings
+) -> None:
+    with (
+        PersistentFAISS(store_path, embedding, checkpoint_every=10**9) as old,
+        PersistentFAISS(store_path, embedding, checkpoint_every=10**9) as new,
+    ):
+        fill(old)
+        old.similarity_search("x", k=1)  # old's index is at this stamp
+        new.add_texts(["newer"], ids=["newer"])
+        new.checkpoint()
+        newest = checkpoint_stamp(store_path / "index.faiss")
+        with mock.patch.object(old, "_catch_up", return_value=0):
+            old._checkpointer.note(1)
+            old.checkpoint()  # would write its older index
+        assert checkpoint_stamp(store_path / "index.faiss") == newest

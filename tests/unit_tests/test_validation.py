@@ -233,3 +233,29 @@ def test_relevance_scores_are_in_unit_interval(
         assert all(0.0 <= s <= 1.0 for s in scores)
         assert scores == sorted(scores, reverse=True)
         assert pairs[0][0].page_content == "text 3"
+
+
+def test_query_of_wrong_length_when_dimension_learned_late(store_path: Path) -> None:
+    embedder = BrokenEmbeddings([[0.1, 0.2, 0.3, 0.4]])
+    with PersistentFAISS(store_path, embedder) as empty_reader:
+        with PersistentFAISS(store_path, embedder) as writer:
+            writer.add_texts(["four dims"])
+        embedder.vectors = [[0.1, 0.2, 0.3]]
+        with pytest.raises(
+            EmbeddingMismatchError, match=r"4-dimensional.*3-dimensional"
+        ):
+            empty_reader.similarity_search("q")
+        with pytest.raises(EmbeddingMismatchError):
+            empty_reader.similarity_search("q", filter={"a": 1})
+
+
+def test_k_accepts_numpy_integers(store_path: Path, embedding: Embeddings) -> None:
+    import numpy as np
+
+    with PersistentFAISS(store_path, embedding) as store:
+        store.add_texts(["a", "b", "c"])
+        assert len(store.similarity_search("a", k=np.int64(2))) == 2
+        with pytest.raises(ValueError, match="k must be"):
+            store.similarity_search("a", k=True)
+        with pytest.raises(ValueError, match="k must be"):
+            store.similarity_search("a", k=2.5)
