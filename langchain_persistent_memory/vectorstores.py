@@ -499,7 +499,11 @@ class PersistentFAISS(VectorStore):
                 )
 
     def close(self) -> None:
-        """Write a final checkpoint if needed and close the store. Idempotent."""
+        """Write a final checkpoint if needed and close the store. Idempotent.
+
+        Call it once the other threads have stopped using the store: their
+        connections are closed too.
+        """
         if self._closed:
             return
         self._closed = True
