@@ -590,34 +590,46 @@ class PersistentFAISS(VectorStore):
     def _write(self, batch: _Batch, vectors: Sequence[Sequence[float]]) -> list[str]:
         array = self._check_vectors(vectors, len(batch.texts), "embed_documents")
         with self._db.write() as con:
-            self._ensure_dimension(con, array.shape[1])
-            seq = con.execute(
-                "UPDATE counter SET seq = seq + 1 RETURNING seq"
-            ).fetchone()[0]
-            for doc_id, text, meta, meta_json, vector in zip(
-                batch.ids,
-                batch.texts,
-                batch.metadatas,
-                batch.metadata_json,
-                array,
-                strict=True,
-            ):
-                label = con.execute(
-                    "INSERT INTO documents (id, text, metadata, embedding, seq)"
-                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
-                    " text = excluded.text, metadata = excluded.metadata,"
-                    " embedding = excluded.embedding, seq = excluded.seq"
-                    " RETURNING label",
-                    (doc_id, text, meta_json, vector.tobytes(), seq),
-                ).fetchone()[0]
-                con.execute("DELETE FROM metadata_index WHERE label = ?", (label,))
-                con.executemany(
-                    "INSERT INTO metadata_index (key, type, value, label)"
-                    " VALUES (?, ?, ?, ?)",
-                    index_rows(label, meta),
-                )
+            self._write_rows(con, batch, array)
         self._checkpointer.note(len(batch.ids))
         return list(batch.ids)
+
+    def _write_rows(
+        self, con: Connection, batch: _Batch, array: npt.NDArray[np.float32]
+    ) -> list[int]:
+        """Upsert rows inside the caller's write transaction; return their labels.
+
+        The caller commits, then calls `_checkpointer.note`.
+        """
+        self._ensure_dimension(con, array.shape[1])
+        seq = con.execute("UPDATE counter SET seq = seq + 1 RETURNING seq").fetchone()[
+            0
+        ]
+        labels: list[int] = []
+        for doc_id, text, meta, meta_json, vector in zip(
+            batch.ids,
+            batch.texts,
+            batch.metadatas,
+            batch.metadata_json,
+            array,
+            strict=True,
+        ):
+            label = con.execute(
+                "INSERT INTO documents (id, text, metadata, embedding, seq)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                " text = excluded.text, metadata = excluded.metadata,"
+                " embedding = excluded.embedding, seq = excluded.seq"
+                " RETURNING label",
+                (doc_id, text, meta_json, vector.tobytes(), seq),
+            ).fetchone()[0]
+            con.execute("DELETE FROM metadata_index WHERE label = ?", (label,))
+            con.executemany(
+                "INSERT INTO metadata_index (key, type, value, label)"
+                " VALUES (?, ?, ?, ?)",
+                index_rows(label, meta),
+            )
+            labels.append(label)
+        return labels
 
     def _ensure_dimension(self, con: Connection, dim: int) -> None:
         stored = self._dim if self._dim is not None else _read_dimension(con)
@@ -688,32 +700,35 @@ class PersistentFAISS(VectorStore):
         if not wanted:
             return True
         with self._db.write() as con:
-            labels = [
-                row[0]
-                for part in _chunks(wanted)
-                for row in con.execute(
-                    f"SELECT label FROM documents WHERE id IN ({_marks(part)})",  # noqa: S608
-                    part,
-                )
-            ]
-            if not labels:
-                return True
-            seq = con.execute(
-                "UPDATE counter SET seq = seq + 1 RETURNING seq"
-            ).fetchone()[0]
-            for part in _chunks(labels):
-                marks = _marks(part)
-                con.execute(f"DELETE FROM documents WHERE label IN ({marks})", part)  # noqa: S608
-                con.execute(
-                    f"DELETE FROM metadata_index WHERE label IN ({marks})",  # noqa: S608
-                    part,
-                )
-            con.executemany(
-                "INSERT INTO tombstones (seq, label) VALUES (?, ?)",
-                [(seq, label) for label in labels],
-            )
-        self._checkpointer.note(len(labels))
+            labels = self._delete_rows(con, wanted)
+        if labels:
+            self._checkpointer.note(len(labels))
         return True
+
+    def _delete_rows(self, con: Connection, ids: list[str]) -> list[int]:
+        """Delete rows by id inside the caller's write transaction; return labels."""
+        labels = [
+            row[0]
+            for part in _chunks(ids)
+            for row in con.execute(
+                f"SELECT label FROM documents WHERE id IN ({_marks(part)})",  # noqa: S608
+                part,
+            )
+        ]
+        if not labels:
+            return labels
+        seq = con.execute("UPDATE counter SET seq = seq + 1 RETURNING seq").fetchone()[
+            0
+        ]
+        for part in _chunks(labels):
+            marks = _marks(part)
+            con.execute(f"DELETE FROM documents WHERE label IN ({marks})", part)  # noqa: S608
+            con.execute(f"DELETE FROM metadata_index WHERE label IN ({marks})", part)  # noqa: S608
+        con.executemany(
+            "INSERT INTO tombstones (seq, label) VALUES (?, ?)",
+            [(seq, label) for label in labels],
+        )
+        return labels
 
     # ------------------------------------------------------------------- read
 
