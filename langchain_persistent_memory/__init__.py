@@ -2,7 +2,9 @@
 
 `PersistentFAISS` is a LangChain `VectorStore` that lives in a directory:
 SQLite holds the truth, a FAISS index checkpoint makes opening fast, and every
-write is acknowledged only once it is committed.
+write is acknowledged only once it is committed. `PersistentMemory` builds
+per-user long-term memory on it: hybrid (vector + keyword) search, a write
+gate for small talk, deduplication, an audit trail and `forget`.
 """
 
 from __future__ import annotations
@@ -13,12 +15,22 @@ from langchain_persistent_memory.errors import (
     PersistentMemoryError,
     StoreBusyError,
 )
+from langchain_persistent_memory.memory import (
+    AddResult,
+    MemoryStats,
+    PersistentMemory,
+    default_write_gate,
+)
 from langchain_persistent_memory.vectorstores import PersistentFAISS
 
 __all__ = [
+    "AddResult",
     "CorruptStoreError",
     "EmbeddingMismatchError",
+    "MemoryStats",
     "PersistentFAISS",
+    "PersistentMemory",
     "PersistentMemoryError",
     "StoreBusyError",
+    "default_write_gate",
 ]

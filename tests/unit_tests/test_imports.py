@@ -1,11 +1,15 @@
 import langchain_persistent_memory
 
 EXPECTED_ALL = [
+    "AddResult",
     "CorruptStoreError",
     "EmbeddingMismatchError",
+    "MemoryStats",
     "PersistentFAISS",
+    "PersistentMemory",
     "PersistentMemoryError",
     "StoreBusyError",
+    "default_write_gate",
 ]
 
 

@@ -1,0 +1,921 @@
+"""`PersistentMemory`: long-term memory for LLM apps, scoped by user.
+
+Memories are documents of a `PersistentFAISS` store (same directory, same
+`memory.db`) whose scope and attributes are reserved metadata keys, so every
+read is restricted to one user by the storage query itself. Beside them in
+the same database: an FTS5 keyword index (BM25), an audit trail of changes,
+use counts, and an embedding cache. Every write is one SQLite transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from langchain_core.documents import Document
+from langchain_core.messages import BaseMessage
+from langchain_core.messages.utils import count_tokens_approximately
+from typing_extensions import Self
+
+from langchain_persistent_memory._filters import compile_filter
+from langchain_persistent_memory.vectorstores import (
+    PersistentFAISS,
+    _Batch,
+    _chunks,
+    _marks,
+    _metadata_json,
+)
+
+if TYPE_CHECKING:
+    import builtins
+    import os
+    from sqlite3 import Connection
+
+    from langchain_core.embeddings import Embeddings
+
+logger = logging.getLogger(__name__)
+
+BUILTIN_KINDS = ("preference", "fact", "decision", "event", "message")
+RESERVED_KEYS = frozenset(
+    {
+        "user_id",
+        "agent_id",
+        "session_id",
+        "kind",
+        "created_at",
+        "updated_at",
+        "importance",
+        "source_ids",
+        "content_hash",
+        "superseded_by",
+    }
+)
+_RRF_K = 60  # reciprocal rank fusion constant (Cormack et al., 2009)
+_MAX_ID = 256
+
+_SCHEMA = (
+    (
+        "CREATE VIRTUAL TABLE IF NOT EXISTS memory_fts"
+        " USING fts5(text, scope, tokenize = 'porter unicode61')"
+    ),
+    (
+        "CREATE TABLE IF NOT EXISTS memory_audit ("
+        " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " memory_id TEXT NOT NULL, user_id TEXT NOT NULL, op TEXT NOT NULL,"
+        " text TEXT, metadata TEXT, at REAL NOT NULL)"
+    ),
+    "CREATE INDEX IF NOT EXISTS memory_audit_id ON memory_audit (memory_id)",
+    "CREATE INDEX IF NOT EXISTS memory_audit_user ON memory_audit (user_id)",
+    (
+        "CREATE TABLE IF NOT EXISTS memory_use ("
+        " label INTEGER PRIMARY KEY, last_used REAL NOT NULL,"
+        " use_count INTEGER NOT NULL)"
+    ),
+    (
+        "CREATE TABLE IF NOT EXISTS embedding_cache ("
+        " model TEXT NOT NULL, text_hash BLOB NOT NULL, vector BLOB NOT NULL,"
+        " PRIMARY KEY (model, text_hash)) WITHOUT ROWID"
+    ),
+)
+
+# Words that carry no content for keyword search (questions and small talk).
+_STOP_WORDS = frozenset(
+    """a about above after again all am an and any are as at be because been
+    before being below between both but by can could did do does doing down
+    during each few for from further had has have having he her here hers
+    herself him himself his how i if in into is it its itself just me more
+    most my myself no nor not now of off on once only or other our ours
+    ourselves out over own same she should so some such than that the their
+    theirs them themselves then there these they this those through to too
+    under until up very was we were what when where which while who whom why
+    will with would you your yours yourself yourselves""".split()  # noqa: SIM905
+)
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+_SMALL_TALK = re.compile(
+    r"^(?:(?:hi|hello|hey|hiya|yo|howdy|greetings"
+    r"|good (?:morning|afternoon|evening|night)"
+    r"|bye|goodbye|see (?:you|ya)(?: later| soon)?"
+    r"|thanks?(?: you)?(?: so much| a lot)?|thank you(?: so much| very much)?"
+    r"|thx|ty|ok(?:ay)?|k|sure|yes|yeah|yep|no|nope"
+    r"|cool|nice|great|awesome|got it|sounds good|i see|lol|haha+|hmm+|wow|oh|ah"
+    r"|you'?re welcome|no problem|np|alright|all right|right|indeed|exactly)"
+    r"[\s!.,?~:;)(*'-]*)+$",
+    re.IGNORECASE,
+)
+
+
+def default_write_gate(text: str) -> str | None:
+    """Return why `text` is not worth remembering, or None to keep it.
+
+    Skips greetings, thanks, acknowledgements and turns without a single
+    word (emoji, punctuation). Dependency-free and deterministic.
+    """
+    stripped = text.strip()
+    if not _WORD.search(stripped):
+        return "no words"
+    if _SMALL_TALK.match(stripped):
+        return "small talk"
+    return None
+
+
+@dataclass
+class AddResult:
+    """What `PersistentMemory.add` did with each piece of content."""
+
+    ids: list[str] = field(default_factory=list)
+    """Ids of the memories stored (new or refreshed), in input order."""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """`(text, reason)` for each piece of content not stored."""
+
+
+@dataclass
+class MemoryStats:
+    """Counts from `PersistentMemory.stats()`."""
+
+    memories: int
+    users: int
+    by_kind: dict[str, int]
+    embedding_calls: int
+    embedded_texts: int
+    cache_hits: int
+
+
+class PersistentMemory:
+    """Long-term memory for LLM apps: add, search, forget, per user.
+
+    Args:
+        path: Directory of the store (created if missing).
+        embedding: The LangChain `Embeddings` used for memories and queries.
+        write_gate: Called with each text before anything is embedded;
+            returns a reason to skip it or None. `None` stores everything.
+        half_life_days: Time decay: a memory's score halves every this many
+            days since it was last written or used. None (default) is off.
+        dedup_threshold: A new memory whose cosine similarity to one of the
+            same user's memories of the same kind reaches this refreshes that
+            memory instead of adding a copy. None turns it off.
+        token_counter: Counts the tokens of a memory's text for
+            `token_budget`; defaults to langchain-core's offline
+            `count_tokens_approximately`.
+        **store_options: Passed to `PersistentFAISS` (`checkpoint_every`,
+            `busy_timeout`, `synchronous`, `index`, ...).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        embedding: Embeddings,
+        *,
+        write_gate: Callable[[str], str | None] | None = default_write_gate,
+        half_life_days: float | None = None,
+        dedup_threshold: float | None = 0.95,
+        token_counter: Callable[[str], int] | None = None,
+        **store_options: Any,
+    ) -> None:
+        """Open (or create) the memory store in `path`."""
+        if half_life_days is not None and not half_life_days > 0:
+            msg = f"half_life_days must be > 0 or None, got {half_life_days!r}."
+            raise ValueError(msg)
+        if dedup_threshold is not None and not 0 < dedup_threshold <= 1:
+            msg = f"dedup_threshold must be in (0, 1] or None, got {dedup_threshold!r}."
+            raise ValueError(msg)
+        if store_options.get("distance", "cosine") != "cosine":
+            msg = "PersistentMemory ranks by cosine similarity; omit distance=."
+            raise ValueError(msg)
+        self._store = PersistentFAISS(path, embedding, **store_options)
+        self._db = self._store._db  # noqa: SLF001 - same package, one database
+        self._embedding = embedding
+        self._gate = write_gate
+        self._half_life = half_life_days
+        self._dedup = dedup_threshold
+        self._count_tokens = token_counter or _approximate_tokens
+        self._model = self._store._model  # noqa: SLF001
+        self._embedding_calls = 0
+        self._embedded_texts = 0
+        self._cache_hits = 0
+        try:
+            with self._db.write() as con:
+                for statement in _SCHEMA:
+                    con.execute(statement)
+        except BaseException:
+            self._store.close()
+            raise
+
+    @property
+    def store(self) -> PersistentFAISS:
+        """The vector store underneath (for `as_retriever`-style interop)."""
+        return self._store
+
+    def close(self) -> None:
+        """Close the store (writes a final index checkpoint). Idempotent."""
+        self._store.close()
+
+    def __enter__(self) -> Self:
+        """Return the memory itself."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Close the memory."""
+        self.close()
+
+    # ------------------------------------------------------------------ write
+
+    def add(
+        self,
+        content: str | Sequence[BaseMessage],
+        *,
+        user_id: str,
+        kind: str = "fact",
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        importance: float | None = None,
+        source_ids: Sequence[str] | None = None,
+    ) -> AddResult:
+        """Remember `content` for `user_id`.
+
+        A string is one memory; a list of chat messages gives one memory per
+        message worth keeping (`kind="message"` unless given, the role in
+        `metadata["role"]`). The write gate runs first, then exact and near
+        duplicates of the user's memories are refreshed instead of copied.
+
+        Returns:
+            The ids stored or refreshed, and the texts skipped with why.
+
+        Raises:
+            TypeError: If content, ids or metadata have the wrong type.
+            ValueError: If an argument is empty or out of range, or metadata
+                uses a reserved key.
+        """
+        scope = _scope(user_id, session_id, agent_id)
+        texts, extra = _contents(content)
+        if not isinstance(content, str) and kind == "fact":
+            kind = "message"
+        base = _attributes(kind, metadata, importance, source_ids)
+        result = AddResult()
+        keep: builtins.list[tuple[str, dict[str, Any]]] = []
+        for text, more in zip(texts, extra, strict=True):
+            reason = self._gate(text) if self._gate else None
+            if reason:
+                result.skipped.append((text, reason))
+            else:
+                keep.append((text, {**base, **more}))
+        if not keep:
+            return result
+        vectors = self._embed([text for text, _ in keep])
+        # Duplicates are judged on committed memories, before the write
+        # transaction: a search must never read a transaction's own rows.
+        plans = self._plan(scope["user_id"], keep, vectors)
+        now = time.time()
+        changed = 0
+        with self._db.write() as con:
+            for (text, attrs), vector, twin in zip(keep, vectors, plans, strict=True):
+                if twin is not None and self._refresh(con, twin[0], now):
+                    result.skipped.append((text, f"{twin[1]} of {twin[0]} (refreshed)"))
+                    continue
+                memory_id = uuid.uuid4().hex
+                meta = {
+                    **attrs,
+                    **scope,
+                    "created_at": now,
+                    "updated_at": now,
+                    "content_hash": _content_hash(text),
+                }
+                self._put(con, memory_id, text, meta, vector=vector, op="add")
+                result.ids.append(memory_id)
+                changed += 1
+        if changed:
+            self._store._checkpointer.note(changed)  # noqa: SLF001
+        return result
+
+    def _plan(
+        self,
+        user_id: str,
+        items: Sequence[tuple[str, dict[str, Any]]],
+        vectors: np.ndarray,
+    ) -> builtins.list[tuple[str, str] | None]:
+        """For each item, `(id, "duplicate" | "near-duplicate")` of a twin, or None.
+
+        Twins are the user's live memories of the same kind with the same
+        normalised text, or (with `dedup_threshold`) a cosine similarity at
+        least that high; earlier items of the same batch count too.
+        """
+        plans: builtins.list[tuple[str, str] | None] = []
+        accepted: builtins.list[
+            tuple[str, str, np.ndarray]
+        ] = []  # (kind, hash, unit vector)
+        for (text, attrs), vector in zip(items, vectors, strict=True):
+            kind, digest = attrs["kind"], _content_hash(text)
+            unit = vector / np.linalg.norm(vector)
+            in_batch = any(
+                k == kind
+                and (
+                    h == digest
+                    or (self._dedup is not None and float(u @ unit) >= self._dedup)
+                )
+                for k, h, u in accepted
+            )
+            if in_batch:
+                plans.append(("", "duplicate in this batch"))
+                continue
+            twin = self._twin(user_id, kind, digest, vector)
+            plans.append(twin)
+            if twin is None:
+                accepted.append((kind, digest, unit))
+        return plans
+
+    def _twin(
+        self, user_id: str, kind: str, digest: str, vector: np.ndarray
+    ) -> tuple[str, str] | None:
+        live = {"user_id": user_id, "kind": kind, "superseded_by": {"$exists": False}}
+        with self._db.read() as con:
+            same = self._labels(con, {**live, "content_hash": digest})
+            if same:
+                return self._rows(same[:1])[0].id or "", "duplicate"
+        if self._dedup is None:
+            return None
+        hits, _ = self._store._search(vector.tolist(), 1, live)  # noqa: SLF001
+        if hits and hits[0][1] >= self._dedup:
+            documents = self._store._documents([hits[0][0]])  # noqa: SLF001
+            if hits[0][0] in documents:
+                return documents[hits[0][0]].id or "", "near-duplicate"
+        return None
+
+    def _put(
+        self,
+        con: Connection,
+        memory_id: str,
+        text: str,
+        meta: dict[str, Any],
+        *,
+        vector: np.ndarray,
+        op: str,
+    ) -> int:
+        batch = _Batch([text], [meta], [_metadata_json(meta, 0)], [memory_id])
+        label = self._store._write_rows(con, batch, vector.reshape(1, -1))[0]  # noqa: SLF001
+        con.execute("DELETE FROM memory_fts WHERE rowid = ?", (label,))
+        con.execute(
+            "INSERT INTO memory_fts (rowid, text, scope) VALUES (?, ?, ?)",
+            (label, text, _scope_token(meta["user_id"])),
+        )
+        self._audit(con, memory_id, meta["user_id"], op, text=text, meta=meta)
+        return label
+
+    def _refresh(self, con: Connection, memory_id: str, now: float) -> bool:
+        """Mark a memory as written again now; False if it is gone (or none)."""
+        if not memory_id:
+            return True  # a twin within the same batch: nothing stored yet
+        row = con.execute(
+            "SELECT label, metadata FROM documents WHERE id = ?", (memory_id,)
+        ).fetchone()
+        if row is None:
+            return False
+        meta = {**json.loads(row[1]), "updated_at": now}
+        con.execute(
+            "UPDATE documents SET metadata = ? WHERE label = ?",
+            (_metadata_json(meta, 0), row[0]),
+        )
+        con.execute(
+            "UPDATE metadata_index SET value = ? WHERE key = 'updated_at'"
+            " AND label = ?",
+            (now, row[0]),
+        )
+        self._audit(con, memory_id, meta["user_id"], "refresh")
+        return True
+
+    def _audit(
+        self,
+        con: Connection,
+        memory_id: str,
+        user_id: str,
+        op: str,
+        *,
+        text: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> None:
+        con.execute(
+            "INSERT INTO memory_audit (memory_id, user_id, op, text, metadata, at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                memory_id,
+                user_id,
+                op,
+                text,
+                None if meta is None else json.dumps(meta, ensure_ascii=False),
+                time.time(),
+            ),
+        )
+
+    def update(
+        self,
+        memory_id: str,
+        content: str,
+        *,
+        user_id: str,
+        importance: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Document:
+        """Replace the text (and optionally importance or metadata) of a memory.
+
+        Raises:
+            KeyError: If `user_id` has no memory `memory_id`.
+        """
+        texts, _ = _contents(content)
+        vector = self._embed(texts)[0]
+        with self._db.write() as con:
+            old = self._owned(con, memory_id, user_id)
+            meta = dict(old.metadata)
+            if metadata is not None:
+                _check_user_metadata(metadata)
+                for key in [k for k in meta if k not in RESERVED_KEYS]:
+                    del meta[key]
+                meta.update(metadata)
+            if importance is not None:
+                meta["importance"] = _check_importance(importance)
+            meta["updated_at"] = time.time()
+            meta["content_hash"] = _content_hash(texts[0])
+            self._put(con, memory_id, texts[0], meta, vector=vector, op="update")
+        self._store._checkpointer.note(1)  # noqa: SLF001
+        return Document(id=memory_id, page_content=texts[0], metadata=meta)
+
+    def delete(self, memory_id: str, *, user_id: str) -> bool:
+        """Delete one memory of `user_id`; False if there was none."""
+        with self._db.write() as con:
+            labels = self._labels(con, {"user_id": _check_id(user_id, "user_id")})
+            mine = self._ids_to_labels(con, [memory_id], labels)
+            if not mine:
+                return False
+            self._remove(con, [memory_id], mine)
+            self._audit(con, memory_id, user_id, "delete")
+        self._store._checkpointer.note(1)  # noqa: SLF001
+        return True
+
+    def forget(self, user_id: str) -> int:
+        """Remove everything of `user_id`: memories, history and use counts.
+
+        Returns:
+            How many memories were removed.
+        """
+        user_id = _check_id(user_id, "user_id")
+        with self._db.write() as con:
+            labels = self._labels(con, {"user_id": user_id})
+            ids = [
+                row[0]
+                for part in _chunks(labels)
+                for row in con.execute(
+                    f"SELECT id FROM documents WHERE label IN ({_marks(part)})",  # noqa: S608
+                    part,
+                )
+            ]
+            if ids:
+                self._remove(con, ids, labels)
+            con.execute("DELETE FROM memory_audit WHERE user_id = ?", (user_id,))
+        if ids:
+            self._store._checkpointer.note(len(ids))  # noqa: SLF001
+        return len(ids)
+
+    def _remove(
+        self, con: Connection, ids: builtins.list[str], labels: builtins.list[int]
+    ) -> None:
+        self._store._delete_rows(con, ids)  # noqa: SLF001
+        for part in _chunks(labels):
+            marks = _marks(part)
+            con.execute(f"DELETE FROM memory_fts WHERE rowid IN ({marks})", part)  # noqa: S608
+            con.execute(f"DELETE FROM memory_use WHERE label IN ({marks})", part)  # noqa: S608
+
+    # ------------------------------------------------------------------- read
+
+    def get(self, memory_id: str, *, user_id: str) -> Document | None:
+        """The memory `memory_id` of `user_id`, or None."""
+        with self._db.read() as con:
+            try:
+                return self._owned(con, memory_id, user_id)
+            except KeyError:
+                return None
+
+    def list(
+        self,
+        *,
+        user_id: str,
+        kinds: Sequence[str] | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> builtins.list[Document]:
+        """The memories of `user_id`, newest first (superseded ones excluded)."""
+        with self._db.read() as con:
+            labels = self._labels(
+                con, self._scope_filter(user_id, kinds, None, None, None)
+            )
+            documents = self._rows(labels)
+        documents.sort(key=lambda d: (-d.metadata["created_at"], d.id or ""))
+        return documents[offset : offset + limit]
+
+    def history(self, memory_id: str, *, user_id: str) -> builtins.list[dict[str, Any]]:
+        """The audit trail of one memory, oldest first."""
+        with self._db.read() as con:
+            rows = con.execute(
+                "SELECT op, text, metadata, at FROM memory_audit"
+                " WHERE memory_id = ? AND user_id = ? ORDER BY seq",
+                (memory_id, _check_id(user_id, "user_id")),
+            ).fetchall()
+        return [
+            {
+                "op": op,
+                "text": text,
+                "metadata": None if meta is None else json.loads(meta),
+                "at": at,
+            }
+            for op, text, meta, at in rows
+        ]
+
+    def stats(self) -> MemoryStats:
+        """Counts of memories, users and kinds; embedding calls and cache hits."""
+        with self._db.read() as con:
+            kinds = dict(
+                con.execute(
+                    "SELECT value, count(*) FROM metadata_index"
+                    " WHERE key = 'kind' GROUP BY value"
+                ).fetchall()
+            )
+            users = con.execute(
+                "SELECT count(DISTINCT value) FROM metadata_index WHERE key = 'user_id'"
+            ).fetchone()[0]
+        return MemoryStats(
+            memories=sum(kinds.values()),
+            users=users,
+            by_kind=kinds,
+            embedding_calls=self._embedding_calls,
+            embedded_texts=self._embedded_texts,
+            cache_hits=self._cache_hits,
+        )
+
+    def search(
+        self,
+        query: str,
+        *,
+        user_id: str,
+        k: int = 5,
+        kinds: Sequence[str] | None = None,
+        filter: Mapping[str, Any] | None = None,  # noqa: A002 - LangChain's name
+        since: float | None = None,
+        until: float | None = None,
+        token_budget: int | None = None,
+    ) -> builtins.list[Document]:
+        """The memories of `user_id` most relevant to `query`, best first.
+
+        Dense (FAISS) and keyword (FTS5 BM25) candidates, both restricted to
+        the user by the storage query, are fused by reciprocal rank, then
+        weighted by time decay, importance and use. With `token_budget`,
+        memories are taken in rank order while their texts fit.
+
+        Each document's metadata has `score` and `scores` (`dense`,
+        `keyword`, `fused`, `decay`, `importance`, `use`), saying why it ranked.
+        """
+        if not isinstance(query, str) or not query.strip():
+            msg = "query must be a non-empty string."
+            raise ValueError(msg)
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            msg = f"k must be an int >= 1, got {k!r}."
+            raise ValueError(msg)
+        if token_budget is not None and token_budget < 0:
+            msg = f"token_budget must be >= 0, got {token_budget!r}."
+            raise ValueError(msg)
+        scope = self._scope_filter(user_id, kinds, filter, since, until)
+        pool = max(4 * k, 50)
+        vector = self._embedding.embed_query(query)
+        with self._db.read() as con:
+            dense, _ = self._store._search(vector, pool, scope)  # noqa: SLF001
+            keyword = self._keyword(con, query, user_id, scope, pool)
+            fused = _fuse(
+                [label for label, _ in dense], [label for label, _ in keyword]
+            )
+            documents = self._rows(list(fused))
+            use = self._use(con, list(fused))
+        dense_scores = dict(dense)
+        keyword_scores = dict(keyword)
+        now = time.time()
+        ranked: builtins.list[tuple[float, Document]] = []
+        for doc, label in zip(documents, fused, strict=True):
+            last_used, use_count = use.get(label, (None, 0))
+            touched = max(doc.metadata["updated_at"], last_used or 0.0)
+            decay = (
+                0.5 ** (max(0.0, now - touched) / 86400 / self._half_life)
+                if self._half_life
+                else 1.0
+            )
+            importance = 0.5 + doc.metadata.get("importance", 0.5)
+            reinforcement = 1.0 + 0.1 * math.log1p(use_count)
+            score = fused[label] * decay * importance * reinforcement
+            doc.metadata["scores"] = {
+                "dense": dense_scores.get(label),
+                "keyword": keyword_scores.get(label),
+                "fused": fused[label],
+                "decay": decay,
+                "importance": importance,
+                "use": reinforcement,
+            }
+            doc.metadata["score"] = score
+            ranked.append((score, doc))
+        ranked.sort(key=lambda pair: -pair[0])
+        chosen: builtins.list[Document] = []
+        spent = 0
+        for _, doc in ranked[:k]:
+            if token_budget is not None:
+                cost = self._count_tokens(doc.page_content)
+                if spent + cost > token_budget:
+                    break
+                spent += cost
+            chosen.append(doc)
+        self._note_use(chosen)
+        return chosen
+
+    def _keyword(
+        self,
+        con: Connection,
+        query: str,
+        user_id: str,
+        scope: Mapping[str, Any],
+        limit: int,
+    ) -> builtins.list[tuple[int, float]]:
+        terms = _query_terms(query)
+        if not terms:
+            return []
+        match = f'scope:"{_scope_token(user_id)}" AND ({" OR ".join(terms)})'
+        allowed, params = compile_filter(scope)
+        rows = con.execute(
+            "SELECT rowid, bm25(memory_fts, 1.0, 0.0) AS rank FROM memory_fts"  # noqa: S608
+            f" WHERE memory_fts MATCH ? AND rowid IN ({allowed})"
+            " ORDER BY rank LIMIT ?",
+            (match, *params, limit),
+        ).fetchall()
+        return [(label, -rank) for label, rank in rows]
+
+    def _note_use(self, documents: Sequence[Document]) -> None:
+        if not documents:
+            return
+        now = time.time()
+        try:
+            with self._db.write() as con:
+                con.executemany(
+                    "INSERT INTO memory_use (label, last_used, use_count)"
+                    " SELECT label, ?, 1 FROM documents WHERE id = ?"
+                    " ON CONFLICT (label) DO UPDATE SET"
+                    " last_used = excluded.last_used, use_count = use_count + 1",
+                    [(now, doc.id) for doc in documents],
+                )
+        except Exception:
+            logger.debug("Could not record memory use", exc_info=True)
+
+    # ---------------------------------------------------------------- helpers
+
+    def _scope_filter(
+        self,
+        user_id: str,
+        kinds: Sequence[str] | None,
+        extra: Mapping[str, Any] | None,
+        since: float | None,
+        until: float | None,
+    ) -> dict[str, Any]:
+        parts: builtins.list[dict[str, Any]] = [
+            {"user_id": _check_id(user_id, "user_id")},
+            {"superseded_by": {"$exists": False}},
+        ]
+        if kinds is not None:
+            if isinstance(kinds, str):
+                msg = "kinds must be a list of kinds, e.g. kinds=['preference']."
+                raise TypeError(msg)
+            parts.append({"kind": {"$in": list(kinds)}})
+        if since is not None:
+            parts.append({"created_at": {"$gte": float(since)}})
+        if until is not None:
+            parts.append({"created_at": {"$lt": float(until)}})
+        if extra:
+            parts.append(dict(extra))
+        return {"$and": parts}
+
+    def _labels(self, con: Connection, flt: Mapping[str, Any]) -> builtins.list[int]:
+        sql, params = compile_filter(flt)
+        return [row[0] for row in con.execute(sql, params)]
+
+    def _rows(self, labels: Sequence[int]) -> builtins.list[Document]:
+        found = self._store._documents(labels)  # noqa: SLF001
+        return [found[label] for label in labels if label in found]
+
+    def _ids_to_labels(
+        self, con: Connection, ids: Sequence[str], allowed: Sequence[int]
+    ) -> builtins.list[int]:
+        allowed_set = set(allowed)
+        labels = [
+            row[0]
+            for part in _chunks(list(ids))
+            for row in con.execute(
+                f"SELECT label FROM documents WHERE id IN ({_marks(part)})",  # noqa: S608
+                part,
+            )
+        ]
+        return [label for label in labels if label in allowed_set]
+
+    def _owned(self, con: Connection, memory_id: str, user_id: str) -> Document:
+        allowed = self._labels(con, {"user_id": _check_id(user_id, "user_id")})
+        labels = self._ids_to_labels(con, [memory_id], allowed)
+        if not labels:
+            msg = f"User {user_id!r} has no memory {memory_id!r}."
+            raise KeyError(msg)
+        return self._rows(labels)[0]
+
+    def _use(
+        self, con: Connection, labels: Sequence[int]
+    ) -> dict[int, tuple[float, int]]:
+        use: dict[int, tuple[float, int]] = {}
+        for part in _chunks(list(labels)):
+            for label, last_used, count in con.execute(
+                "SELECT label, last_used, use_count FROM memory_use"  # noqa: S608
+                f" WHERE label IN ({_marks(part)})",
+                part,
+            ):
+                use[label] = (last_used, count)
+        return use
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts through the store's cache; one batched call for misses."""
+        hashes = [hashlib.sha256(text.encode()).digest() for text in texts]
+        cached: dict[bytes, bytes] = {}
+        with self._db.read() as con:
+            for part in _chunks(list(dict.fromkeys(hashes))):
+                cached.update(
+                    con.execute(
+                        "SELECT text_hash, vector FROM embedding_cache WHERE model = ?"  # noqa: S608
+                        f" AND text_hash IN ({_marks(part)})",
+                        (self._model, *part),
+                    ).fetchall()
+                )
+        missing = [i for i, digest in enumerate(hashes) if digest not in cached]
+        self._cache_hits += len(texts) - len(missing)
+        if missing:
+            fresh = self._store._check_vectors(  # noqa: SLF001
+                self._embedding.embed_documents([texts[i] for i in missing]),
+                len(missing),
+                "embed_documents",
+            )
+            self._embedding_calls += 1
+            self._embedded_texts += len(missing)
+            with self._db.write() as con:
+                con.executemany(
+                    "INSERT OR REPLACE INTO embedding_cache (model, text_hash, vector)"
+                    " VALUES (?, ?, ?)",
+                    [
+                        (self._model, hashes[i], row.tobytes())
+                        for i, row in zip(missing, fresh, strict=True)
+                    ],
+                )
+            for i, row in zip(missing, fresh, strict=True):
+                cached[hashes[i]] = row.tobytes()
+        return np.stack(
+            [np.frombuffer(cached[digest], dtype=np.float32) for digest in hashes]
+        )
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _approximate_tokens(text: str) -> int:
+    return count_tokens_approximately([text], extra_tokens_per_message=0)
+
+
+def _check_id(value: object, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        msg = f"{name} must be a non-empty str, got {value!r}."
+        raise TypeError(msg)
+    if len(value) > _MAX_ID:
+        msg = f"{name} is {len(value)} characters long; the limit is {_MAX_ID}."
+        raise ValueError(msg)
+    return value
+
+
+def _scope(
+    user_id: str, session_id: str | None, agent_id: str | None
+) -> dict[str, str]:
+    scope = {"user_id": _check_id(user_id, "user_id")}
+    if session_id is not None:
+        scope["session_id"] = _check_id(session_id, "session_id")
+    if agent_id is not None:
+        scope["agent_id"] = _check_id(agent_id, "agent_id")
+    return scope
+
+
+def _scope_token(user_id: str) -> str:
+    """One FTS5 token per user, so `MATCH` itself keeps to one user's rows."""
+    return "u" + hashlib.blake2b(user_id.encode(), digest_size=16).hexdigest()
+
+
+def _content_hash(text: str) -> str:
+    normalised = " ".join(text.split()).casefold()
+    return hashlib.sha256(normalised.encode()).hexdigest()
+
+
+def _check_importance(importance: object) -> float:
+    if (
+        isinstance(importance, bool)
+        or not isinstance(importance, (int, float))
+        or not 0 <= importance <= 1
+    ):
+        msg = f"importance must be a number in [0, 1], got {importance!r}."
+        raise ValueError(msg)
+    return float(importance)
+
+
+def _check_user_metadata(metadata: object) -> None:
+    if not isinstance(metadata, Mapping):
+        msg = f"metadata must be a dict, got {type(metadata).__name__}."
+        raise TypeError(msg)
+    clash = sorted(RESERVED_KEYS & set(metadata))
+    if clash:
+        msg = (
+            f"metadata keys {clash} are reserved for the memory's own fields; "
+            "pass them as arguments (kind=, importance=, ...) or rename them."
+        )
+        raise ValueError(msg)
+    _metadata_json(metadata, 0)
+
+
+def _attributes(
+    kind: str,
+    metadata: Mapping[str, Any] | None,
+    importance: float | None,
+    source_ids: Sequence[str] | None,
+) -> dict[str, Any]:
+    if not isinstance(kind, str) or not kind.strip():
+        msg = f"kind must be a non-empty str such as 'fact', got {kind!r}."
+        raise TypeError(msg)
+    attrs: dict[str, Any] = {"kind": kind}
+    if metadata is not None:
+        _check_user_metadata(metadata)
+        attrs.update(metadata)
+    attrs["importance"] = 0.5 if importance is None else _check_importance(importance)
+    if source_ids is not None:
+        if isinstance(source_ids, str) or not all(
+            isinstance(s, str) for s in source_ids
+        ):
+            msg = "source_ids must be a list of strings."
+            raise TypeError(msg)
+        attrs["source_ids"] = list(source_ids)
+    return attrs
+
+
+def _contents(content: object) -> tuple[list[str], list[dict[str, Any]]]:
+    if isinstance(content, str):
+        if not content.strip():
+            msg = "content is empty or whitespace; there is nothing to remember."
+            raise ValueError(msg)
+        return [content], [{}]
+    if not isinstance(content, Sequence):
+        msg = (
+            "content must be a string or a list of chat messages, "
+            f"got {type(content).__name__}."
+        )
+        raise TypeError(msg)
+    texts: list[str] = []
+    extra: list[dict[str, Any]] = []
+    for position, message in enumerate(content):
+        if not isinstance(message, BaseMessage):
+            got = type(message).__name__
+            msg = f"content[{position}] must be a chat message, got {got}."
+            raise TypeError(msg)
+        text = message.text if isinstance(message.text, str) else str(message.text)
+        if text.strip():
+            texts.append(text)
+            extra.append({"role": message.type})
+    return texts, extra
+
+
+def _query_terms(query: str) -> list[str]:
+    words = dict.fromkeys(
+        word.casefold()
+        for word in _WORD.findall(query)
+        if word.casefold() not in _STOP_WORDS
+    )
+    return [f'"{word}"' for word in words]
+
+
+def _fuse(*rankings: Sequence[int]) -> dict[int, float]:
+    """Reciprocal rank fusion, normalised so a first place in every list is 1."""
+    scores: dict[int, float] = {}
+    for ranking in rankings:
+        for rank, label in enumerate(ranking):
+            scores[label] = scores.get(label, 0.0) + 1.0 / (_RRF_K + rank + 1)
+    top = len(rankings) / (_RRF_K + 1)
+    return dict(
+        sorted(
+            ((label, score / top) for label, score in scores.items()),
+            key=lambda p: -p[1],
+        )
+    )

@@ -1,0 +1,304 @@
+"""PersistentMemory: isolation, hybrid search, dedup, gate, cache, audit."""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING
+from unittest import mock
+
+import numpy as np
+import pytest
+from langchain_core.embeddings import DeterministicFakeEmbedding, Embeddings
+from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages.utils import count_tokens_approximately
+
+from langchain_persistent_memory.memory import PersistentMemory, default_write_gate
+from tests.unit_tests.conftest import run_python
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+class CountingEmbeddings(DeterministicFakeEmbedding):
+    calls: list[list[str]] = []  # noqa: RUF012 - reset per test
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.calls.append(list(texts))
+        return super().embed_documents(texts)
+
+
+@pytest.fixture
+def memory(tmp_path: Path) -> PersistentMemory:
+    with PersistentMemory(tmp_path / "m", DeterministicFakeEmbedding(size=32)) as mem:
+        yield mem  # type: ignore[misc]
+
+
+def test_search_never_crosses_users(memory: PersistentMemory) -> None:
+    rng = random.Random(5)
+    words = ["tea", "oslo", "python", "cat", "turing", "billing", "postgres", "dentist"]
+    owner: dict[str, str] = {}
+    for i in range(300):
+        user = f"user{rng.randrange(4)}"
+        text = f"{user} note {i}: " + " ".join(rng.sample(words, 3))
+        for memory_id in memory.add(text, user_id=user).ids:
+            owner[memory_id] = user
+    for _ in range(60):
+        user = f"user{rng.randrange(5)}"  # user4 has no memories at all
+        query = " ".join(rng.sample(words, 2))
+        hits = memory.search(query, user_id=user, k=20)
+        assert all(owner[d.id] == user for d in hits)
+        assert all(d.metadata["user_id"] == user for d in hits)
+        if user == "user4":
+            assert hits == []
+        else:
+            assert len(hits) == 20
+    some_id = next(i for i, u in owner.items() if u == "user1")
+    assert memory.get(some_id, user_id="user2") is None
+    assert memory.delete(some_id, user_id="user2") is False
+    with pytest.raises(KeyError):
+        memory.update(some_id, "hijacked", user_id="user2")
+    assert memory.get(some_id, user_id="user1") is not None
+
+
+def test_keyword_side_finds_what_fake_vectors_cannot(memory: PersistentMemory) -> None:
+    for i in range(80):
+        memory.add(f"Filler memory number {i} about nothing much", user_id="u")
+    target = memory.add(
+        "The wifi password at the cabin is blueberry42", user_id="u"
+    ).ids[0]
+    memory.add("My cabin wifi is blueberry42 too", user_id="other")
+    hits = memory.search("what is the cabin wifi password?", user_id="u", k=3)
+    assert hits[0].id == target
+    assert hits[0].metadata["scores"]["keyword"] is not None
+    assert hits[0].metadata["scores"]["keyword"] > 0
+
+
+def test_exact_and_near_duplicates_refresh(tmp_path: Path) -> None:
+    base = np.ones(8, dtype=np.float32)
+    near = base.copy()
+    near[0] += 0.05  # cosine ~0.9999
+    far = np.arange(8, dtype=np.float32)
+    table = {
+        "I like tea": base,
+        "I like tea!": near,
+        "i  LIKE tea": base,
+        "I hate tea": far,
+    }
+
+    class Table(Embeddings):
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            return [table[t].tolist() for t in texts]
+
+        def embed_query(self, text: str) -> list[float]:
+            return table.get(text, base).tolist()
+
+    with PersistentMemory(tmp_path / "m", Table()) as memory:
+        first = memory.add("I like tea", user_id="u").ids[0]
+        created = memory.get(first, user_id="u")
+        assert created is not None
+        again = memory.add("i  LIKE tea", user_id="u")
+        assert again.ids == []
+        assert "duplicate of" in again.skipped[0][1]
+        close = memory.add("I like tea!", user_id="u")
+        assert close.ids == []
+        assert "near-duplicate" in close.skipped[0][1]
+        assert memory.add("I hate tea", user_id="u").ids  # different enough
+        assert memory.add("I like tea", user_id="someone else").ids  # other user
+        assert memory.add(
+            "I like tea", user_id="u", kind="preference"
+        ).ids  # other kind
+        assert len(memory.list(user_id="u")) == 3
+        refreshed = memory.get(first, user_id="u")
+        assert refreshed is not None
+        assert refreshed.metadata["updated_at"] > created.metadata["updated_at"]
+        assert [h["op"] for h in memory.history(first, user_id="u")] == [
+            "add",
+            "refresh",
+            "refresh",
+        ]
+
+
+def test_gate_skips_small_talk_before_embedding(tmp_path: Path) -> None:
+    embedder = CountingEmbeddings(size=16)
+    embedder.calls.clear()
+    with PersistentMemory(tmp_path / "m", embedder) as memory:
+        result = memory.add(
+            [
+                HumanMessage("hi!"),
+                HumanMessage("Thanks so much :)"),
+                HumanMessage("I adopted a greyhound called Pixel"),
+                AIMessage("ok"),
+                HumanMessage("👍"),
+            ],
+            user_id="u",
+        )
+        assert [reason for _, reason in result.skipped] == [
+            "small talk",
+            "small talk",
+            "small talk",
+            "no words",
+        ]
+        assert len(result.ids) == 1
+        assert embedder.calls == [["I adopted a greyhound called Pixel"]]
+        stored = memory.get(result.ids[0], user_id="u")
+        assert stored is not None
+        assert stored.metadata["kind"] == "message"
+        assert stored.metadata["role"] == "human"
+
+
+@pytest.mark.parametrize(
+    ("text", "skip"),
+    [
+        ("Hey!", True),
+        ("Good morning :)", True),
+        ("ok, thanks!", True),
+        ("haha yeah", True),
+        ("Hey! I got the job at the hospital!", False),
+        ("No, I never went to Paris", False),
+        ("Thanks for the book about Rome", False),
+    ],
+)
+def test_default_write_gate(text: str, skip: bool) -> None:
+    assert (default_write_gate(text) is not None) == skip
+
+
+def test_embedding_cache_is_shared_across_users_and_reopens(tmp_path: Path) -> None:
+    embedder = CountingEmbeddings(size=16)
+    embedder.calls.clear()
+    with PersistentMemory(tmp_path / "m", embedder) as memory:
+        memory.add("Shared fact about the office in Bergen", user_id="a")
+        memory.add("Shared fact about the office in Bergen", user_id="b")
+        stats = memory.stats()
+        assert stats.cache_hits == 1
+        assert stats.embedded_texts == 1
+    with PersistentMemory(tmp_path / "m", embedder) as memory:
+        memory.add("Shared fact about the office in Bergen", user_id="c")
+        assert memory.stats().cache_hits == 1
+    assert embedder.calls == [["Shared fact about the office in Bergen"]]
+
+
+def test_token_budget_kinds_and_time_window(memory: PersistentMemory) -> None:
+    with mock.patch(
+        "langchain_persistent_memory.memory.time.time", return_value=1_000.0
+    ):
+        old = memory.add(
+            "Old decision: we use Postgres", user_id="u", kind="decision"
+        ).ids[0]
+    new = memory.add(
+        "New preference: short answers please", user_id="u", kind="preference"
+    ).ids[0]
+    memory.add("A fact about the garden and its many roses", user_id="u")
+    only = memory.search(
+        "postgres answers garden", user_id="u", k=5, kinds=["decision"]
+    )
+    assert [d.id for d in only] == [old]
+    recent = memory.search("postgres answers garden", user_id="u", k=5, since=2_000.0)
+    assert old not in {d.id for d in recent}
+    assert new in {d.id for d in recent}
+    window = memory.search("postgres", user_id="u", k=5, until=2_000.0)
+    assert [d.id for d in window] == [old]
+    everything = memory.search("postgres answers garden", user_id="u", k=5)
+    assert len(everything) == 3
+    first_cost = count_tokens_approximately(
+        [everything[0].page_content], extra_tokens_per_message=0
+    )
+    second_cost = count_tokens_approximately(
+        [everything[1].page_content], extra_tokens_per_message=0
+    )
+    assert first_cost > 0
+    budgeted = memory.search(
+        "postgres answers garden", user_id="u", k=5, token_budget=first_cost
+    )
+    assert [d.id for d in budgeted] == [everything[0].id]
+    both = memory.search(
+        "postgres answers garden",
+        user_id="u",
+        k=5,
+        token_budget=first_cost + second_cost,
+    )
+    assert [d.id for d in both] == [d.id for d in everything[:2]]
+    assert (
+        memory.search("postgres answers garden", user_id="u", k=5, token_budget=0) == []
+    )
+
+
+def test_time_decay_prefers_recent(tmp_path: Path) -> None:
+    embedding = DeterministicFakeEmbedding(size=32)
+    with PersistentMemory(tmp_path / "m", embedding, half_life_days=30) as memory:
+        with mock.patch(
+            "langchain_persistent_memory.memory.time.time", return_value=1_000_000.0
+        ):
+            old = memory.add("User lives in Paris", user_id="u").ids[0]
+        new = memory.add("User lives in Lisbon", user_id="u").ids[0]
+        hits = memory.search("where does the user live", user_id="u", k=2)
+        scores = {d.id: d.metadata["scores"]["decay"] for d in hits}
+        assert scores[new] > 0.99
+        assert scores[old] < 0.01
+        assert hits[0].id == new
+
+
+def test_forget_removes_everything_of_one_user(memory: PersistentMemory) -> None:
+    a = memory.add("Alice's secret is the rosebush", user_id="alice").ids[0]
+    memory.update(a, "Alice's secret moved to the shed", user_id="alice")
+    b = memory.add("Bob's secret is the rosebush", user_id="bob").ids[0]
+    assert memory.forget("alice") == 1
+    assert memory.search("secret rosebush shed", user_id="alice", k=5) == []
+    assert memory.history(a, user_id="alice") == []
+    assert memory.list(user_id="alice") == []
+    assert [d.id for d in memory.search("secret rosebush", user_id="bob", k=5)] == [b]
+    assert memory.forget("alice") == 0
+
+
+def test_memories_survive_reopen_in_a_new_process(tmp_path: Path) -> None:
+    with PersistentMemory(
+        tmp_path / "m", DeterministicFakeEmbedding(size=32)
+    ) as memory:
+        memory.add(
+            "Carol's favourite editor is Helix", user_id="carol", kind="preference"
+        )
+        memory.add("Dan's favourite editor is Emacs", user_id="dan", kind="preference")
+    out = run_python(
+        """
+        import sys
+        from langchain_core.embeddings import DeterministicFakeEmbedding
+        from langchain_persistent_memory.memory import PersistentMemory
+        with PersistentMemory(sys.argv[1], DeterministicFakeEmbedding(size=32)) as m:
+            for d in m.search("favourite editor", user_id="carol", k=5):
+                print(d.page_content, d.metadata["kind"])
+        """,
+        str(tmp_path / "m"),
+    )
+    assert out.splitlines() == ["Carol's favourite editor is Helix preference"]
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "words"),
+    [
+        (lambda m: m.add("", user_id="u"), ValueError, "empty"),
+        (lambda m: m.add("x y z", user_id=""), TypeError, "user_id"),
+        (lambda m: m.add("x y z", user_id="u" * 300), ValueError, "limit"),
+        (
+            lambda m: m.add("x y z", user_id="u", metadata={"user_id": "v"}),
+            ValueError,
+            "reserved",
+        ),
+        (lambda m: m.add("x y z", user_id="u", importance=2), ValueError, "importance"),
+        (lambda m: m.add("x y z", user_id="u", kind=""), TypeError, "kind"),
+        (lambda m: m.add(["not a message"], user_id="u"), TypeError, "chat message"),
+        (
+            lambda m: m.add("x y z", user_id="u", source_ids="abc"),
+            TypeError,
+            "source_ids",
+        ),
+        (lambda m: m.search("", user_id="u"), ValueError, "query"),
+        (lambda m: m.search("q", user_id="u", k=0), ValueError, "k must"),
+        (lambda m: m.search("q", user_id="u", kinds="fact"), TypeError, "kinds"),
+    ],
+)
+def test_bad_input(
+    memory: PersistentMemory, call: object, error: type, words: str
+) -> None:
+    memory.add("kept memory text", user_id="u")
+    with pytest.raises(error, match=words):
+        call(memory)  # type: ignore[operator]
+    assert [d.page_content for d in memory.list(user_id="u")] == ["kept memory text"]
