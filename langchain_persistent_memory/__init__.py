@@ -21,6 +21,7 @@ from langchain_persistent_memory.memory import (
     PersistentMemory,
     default_write_gate,
 )
+from langchain_persistent_memory.retrievers import PersistentMemoryRetriever
 from langchain_persistent_memory.vectorstores import PersistentFAISS
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "PersistentFAISS",
     "PersistentMemory",
     "PersistentMemoryError",
+    "PersistentMemoryRetriever",
     "StoreBusyError",
     "default_write_gate",
 ]

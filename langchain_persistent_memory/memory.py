@@ -9,6 +9,7 @@ use counts, and an embedding cache. Every write is one SQLite transaction.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -24,6 +25,7 @@ import numpy as np
 from langchain_core.documents import Document
 from langchain_core.messages import BaseMessage
 from langchain_core.messages.utils import count_tokens_approximately
+from langchain_core.runnables.config import run_in_executor
 from typing_extensions import Self
 
 from langchain_persistent_memory._filters import compile_filter
@@ -637,6 +639,62 @@ class PersistentMemory:
             chosen.append(doc)
         self._note_use(chosen)
         return chosen
+
+    async def asearch(
+        self,
+        query: str,
+        *,
+        user_id: str,
+        k: int = 5,
+        kinds: Sequence[str] | None = None,
+        filter: Mapping[str, Any] | None = None,  # noqa: A002 - LangChain's name
+        since: float | None = None,
+        until: float | None = None,
+        token_budget: int | None = None,
+    ) -> builtins.list[Document]:
+        """Async `search`; the disk work runs in a worker thread."""
+        return await run_in_executor(
+            None,
+            functools.partial(
+                self.search,
+                query,
+                user_id=user_id,
+                k=k,
+                kinds=kinds,
+                filter=filter,
+                since=since,
+                until=until,
+                token_budget=token_budget,
+            ),
+        )
+
+    async def aadd(
+        self,
+        content: str | Sequence[BaseMessage],
+        *,
+        user_id: str,
+        kind: str = "fact",
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        importance: float | None = None,
+        source_ids: Sequence[str] | None = None,
+    ) -> AddResult:
+        """Async `add`; the embedding and disk work run in a worker thread."""
+        return await run_in_executor(
+            None,
+            functools.partial(
+                self.add,
+                content,
+                user_id=user_id,
+                kind=kind,
+                session_id=session_id,
+                agent_id=agent_id,
+                metadata=metadata,
+                importance=importance,
+                source_ids=source_ids,
+            ),
+        )
 
     def _keyword(
         self,

@@ -8,6 +8,7 @@ EXPECTED_ALL = [
     "PersistentFAISS",
     "PersistentMemory",
     "PersistentMemoryError",
+    "PersistentMemoryRetriever",
     "StoreBusyError",
     "default_write_gate",
 ]
