@@ -291,6 +291,36 @@ def write_checkpoint(path: Path, idmap: Any, *, store_id: bytes, seq: int) -> No
     _fsync_directory(path.parent)
 
 
+def remove_stale_temp_files(path: Path) -> int:
+    """Delete temporary checkpoints left by processes that died while writing.
+
+    Their names carry the writer's process id; files of live processes
+    (which may be writing right now) are left alone. Returns how many went.
+    """
+    removed = 0
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            pid = int(tmp.name.split(".")[3])
+        except (IndexError, ValueError):
+            continue
+        if pid == os.getpid() or _alive(pid):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
 def _locate_blocks(data: mmap.mmap, idmap: Any) -> tuple[int, int]:
     """Byte offsets of the raw vector and label blocks inside the FAISS file.
 

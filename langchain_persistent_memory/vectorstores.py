@@ -31,6 +31,7 @@ from langchain_persistent_memory._index import (
     checkpoint_index,
     checkpoint_stamp,
     read_checkpoint,
+    remove_stale_temp_files,
     write_checkpoint,
 )
 from langchain_persistent_memory.errors import (
@@ -325,6 +326,11 @@ class PersistentFAISS(VectorStore):
             self._dim = int(settings["dimension"])
 
     def _open_index(self) -> None:
+        removed = remove_stale_temp_files(self._index_path)
+        if removed:
+            logger.info(
+                "Removed %d unfinished checkpoint(s) in %s.", removed, self.path
+            )
         if self._dim is None:
             return  # nothing was ever stored
         with self._index_lock:

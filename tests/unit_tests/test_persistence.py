@@ -395,3 +395,31 @@ def test_older_checkpoint_never_replaces_a_newer_one(
             old._checkpointer.note(1)
             old.checkpoint()  # would write its older index
         assert checkpoint_stamp(store_path / "index.faiss") == newest
+
+
+def test_checkpoints_left_by_dead_writers_are_removed_on_open(
+    store_path: Path, embedding: Embeddings
+) -> None:
+    import subprocess
+    import sys
+
+    with PersistentFAISS(store_path, embedding) as store:
+        fill(store)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead_pid = int(dead.stdout)
+    stale = store_path / f".index.faiss.{dead_pid}.0123abcd.tmp"
+    stale.write_bytes(b"x" * 1000)
+    live = store_path / f".index.faiss.{os.getppid()}.4567ef.tmp"  # a live process
+    live.write_bytes(b"y")
+    other = store_path / "notes.tmp"
+    other.write_bytes(b"z")
+    with PersistentFAISS(store_path, embedding) as store:
+        assert top_ids(store, TEXTS[3], k=1) == ["id-3"]
+    assert not stale.exists()
+    assert live.exists()
+    assert other.exists()
