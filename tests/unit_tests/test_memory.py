@@ -302,3 +302,88 @@ def test_bad_input(
     with pytest.raises(error, match=words):
         call(memory)  # type: ignore[operator]
     assert [d.page_content for d in memory.list(user_id="u")] == ["kept memory text"]
+
+
+def test_context_is_searched_but_not_returned(memory: PersistentMemory) -> None:
+    for i in range(30):
+        memory.add(f"Unrelated filler memory {i}", user_id="u")
+    found = memory.add(
+        "Yes, I finally did it last weekend!",
+        user_id="u",
+        context="Did you run the Berlin marathon?",
+    ).ids[0]
+    hits = memory.search("Who ran the Berlin marathon?", user_id="u", k=3)
+    assert hits[0].id == found
+    assert hits[0].page_content == "Yes, I finally did it last weekend!"
+    assert "Berlin" not in str(hits[0].metadata)
+    # An update keeps the context.
+    memory.update(found, "Yes, I ran it in 3h40 last weekend!", user_id="u")
+    assert memory.search("Berlin marathon", user_id="u", k=1)[0].id == found
+
+
+def test_messages_get_their_neighbours_as_context(memory: PersistentMemory) -> None:
+    result = memory.add(
+        [
+            HumanMessage("Guess where I went in June"),
+            AIMessage("Tell me!"),
+            HumanMessage("Reykjavik, to see the midnight sun"),
+            AIMessage("That sounds amazing"),
+        ],
+        user_id="u",
+    )
+    by_text = {memory.get(i, user_id="u").page_content: i for i in result.ids}  # type: ignore[union-attr]
+    hits = memory.search("where did I go in June", user_id="u", k=4)
+    assert by_text["Reykjavik, to see the midnight sun"] in [d.id for d in hits]
+    scores = {d.id: d.metadata["scores"]["keyword"] for d in hits}
+    assert scores[by_text["Reykjavik, to see the midnight sun"]] is not None
+
+
+def test_created_at_and_add_many(memory: PersistentMemory) -> None:
+    seen: list[tuple[int, int]] = []
+    result = memory.add_many(
+        [
+            {
+                "content": f"Diary entry {i} about the lighthouse",
+                "user_id": f"u{i % 2}",
+                "created_at": 1_600_000_000.0 + i,
+            }
+            for i in range(25)
+        ]
+        + [{"content": "ok thanks", "user_id": "u0"}],
+        batch_size=10,
+        progress=lambda done, total: seen.append((done, total)),
+    )
+    assert len(result.ids) == 25
+    assert result.skipped == [("ok thanks", "small talk")]
+    assert seen == [(10, 26), (20, 26), (26, 26)]
+    listed = memory.list(user_id="u1")
+    assert len(listed) == 12
+    assert listed[0].metadata["created_at"] == 1_600_000_000.0 + 23
+    assert {
+        d.metadata["user_id"] for d in memory.search("lighthouse", user_id="u0", k=20)
+    } == {"u0"}
+    with pytest.raises(TypeError, match="created_at"):
+        memory.add("x y z", user_id="u", created_at="yesterday")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"items\[0\]"):
+        memory.add_many(["just a string"])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("fusion", ["score", "rrf"])
+def test_both_fusions_rank_a_keyword_match_first(tmp_path: Path, fusion: str) -> None:
+    with PersistentMemory(
+        tmp_path / "m",
+        DeterministicFakeEmbedding(size=32),
+        fusion=fusion,  # type: ignore[arg-type]
+    ) as memory:
+        for i in range(40):
+            memory.add(f"Filler note {i} about nothing", user_id="u")
+        target = memory.add(
+            "The spare key is under the blue flowerpot", user_id="u"
+        ).ids[0]
+        hits = memory.search("where is the spare key?", user_id="u", k=5)
+        assert hits[0].id == target
+        assert 0 < hits[0].metadata["scores"]["fused"] <= 1
+    with pytest.raises(ValueError, match="fusion"):
+        PersistentMemory(
+            tmp_path / "n", DeterministicFakeEmbedding(size=8), fusion="max"
+        )  # type: ignore[arg-type]
