@@ -175,6 +175,9 @@ class PersistentMemory:
             reciprocal rank fusion. On LoCoMo turns the score average
             recalled more (see the README).
         keyword_weight: The keyword side's share in `"score"` fusion.
+        reinforcement: How much being returned before lifts a memory: its
+            score is multiplied by `1 + reinforcement * ln(1 + uses)`. 0
+            turns it off (and stops recording uses).
         **store_options: Passed to `PersistentFAISS` (`checkpoint_every`,
             `busy_timeout`, `synchronous`, `index`, ...).
     """
@@ -190,6 +193,7 @@ class PersistentMemory:
         token_counter: Callable[[str], int] | None = None,
         fusion: Literal["score", "rrf"] = "score",
         keyword_weight: float = 0.5,
+        reinforcement: float = 0.1,
         **store_options: Any,
     ) -> None:
         """Open (or create) the memory store in `path`."""
@@ -199,8 +203,12 @@ class PersistentMemory:
         if not 0 <= keyword_weight <= 1:
             msg = f"keyword_weight must be in [0, 1], got {keyword_weight!r}."
             raise ValueError(msg)
+        if not reinforcement >= 0:
+            msg = f"reinforcement must be >= 0, got {reinforcement!r}."
+            raise ValueError(msg)
         self._fusion = fusion
         self._keyword_weight = keyword_weight
+        self._reinforcement = reinforcement
         if half_life_days is not None and not half_life_days > 0:
             msg = f"half_life_days must be > 0 or None, got {half_life_days!r}."
             raise ValueError(msg)
@@ -423,7 +431,7 @@ class PersistentMemory:
     def _twin(
         self, user_id: str, kind: str, digest: str, vector: np.ndarray
     ) -> tuple[str, str] | None:
-        live = {"user_id": user_id, "kind": kind, "superseded_by": {"$exists": False}}
+        live = {"user_id": user_id, "kind": kind}
         with self._db.read() as con:
             same = self._labels(con, {**live, "content_hash": digest})
             if same:
@@ -698,7 +706,8 @@ class PersistentMemory:
         vector = self._embedding.embed_query(query)
         with self._db.read() as con:
             dense, _ = self._store._search(vector, pool, scope)  # noqa: SLF001
-            keyword = self._keyword(con, query, user_id, scope, pool)
+            narrowed = scope if len(scope["$and"]) > 1 else None
+            keyword = self._keyword(con, query, user_id, narrowed, pool)
             if self._fusion == "rrf":
                 fused = _fuse([lb for lb, _ in dense], [lb for lb, _ in keyword])
             else:
@@ -718,7 +727,7 @@ class PersistentMemory:
                 else 1.0
             )
             importance = 0.5 + doc.metadata.get("importance", 0.5)
-            reinforcement = 1.0 + 0.1 * math.log1p(use_count)
+            reinforcement = 1.0 + self._reinforcement * math.log1p(use_count)
             score = fused[label] * decay * importance * reinforcement
             doc.metadata["scores"] = {
                 "dense": dense_scores.get(label),
@@ -804,24 +813,37 @@ class PersistentMemory:
         con: Connection,
         query: str,
         user_id: str,
-        scope: Mapping[str, Any],
+        narrowed: Mapping[str, Any] | None,
         limit: int,
     ) -> builtins.list[tuple[int, float]]:
+        """BM25 candidates of one user, best first.
+
+        The per-user token in `MATCH` keeps the search to the user's rows.
+        `narrowed` (kinds, times, metadata) is answered by the metadata index
+        and checked while reading the ranked rows.
+        """
         terms = _query_terms(query)
         if not terms:
             return []
         match = f'scope:"{_scope_token(user_id)}" AND ({" OR ".join(terms)})'
-        allowed, params = compile_filter(scope)
-        rows = con.execute(
-            "SELECT rowid, bm25(memory_fts, 1.0, 1.0, 0.0) AS rank FROM memory_fts"  # noqa: S608
-            f" WHERE memory_fts MATCH ? AND rowid IN ({allowed})"
-            " ORDER BY rank LIMIT ?",
-            (match, *params, limit),
-        ).fetchall()
-        return [(label, -rank) for label, rank in rows]
+        allowed = None
+        if narrowed is not None:
+            allowed = set(self._labels(con, narrowed))
+        cursor = con.execute(
+            "SELECT rowid, bm25(memory_fts, 1.0, 1.0, 0.0) AS rank FROM memory_fts"
+            " WHERE memory_fts MATCH ? ORDER BY rank",
+            (match,),
+        )
+        found: builtins.list[tuple[int, float]] = []
+        for label, rank in cursor:
+            if allowed is None or label in allowed:
+                found.append((label, -rank))
+                if len(found) == limit:
+                    break
+        return found
 
     def _note_use(self, documents: Sequence[Document]) -> None:
-        if not documents:
+        if not documents or not self._reinforcement:
             return
         now = time.time()
         try:
@@ -848,7 +870,6 @@ class PersistentMemory:
     ) -> dict[str, Any]:
         parts: builtins.list[dict[str, Any]] = [
             {"user_id": _check_id(user_id, "user_id")},
-            {"superseded_by": {"$exists": False}},
         ]
         if kinds is not None:
             if isinstance(kinds, str):

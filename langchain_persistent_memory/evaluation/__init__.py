@@ -1,0 +1,1 @@
+"""Evaluations of memory quality: `python -m langchain_persistent_memory.evaluation`."""
