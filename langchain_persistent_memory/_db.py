@@ -63,7 +63,7 @@ _SCHEMA = (
         "CREATE INDEX IF NOT EXISTS metadata_index_kv"
         " ON metadata_index (key, type, value, label)"
     ),
-    "CREATE INDEX IF NOT EXISTS metadata_index_label ON metadata_index (label)",
+    "CREATE INDEX IF NOT EXISTS metadata_index_label ON metadata_index (label, key)",
 )
 
 _CORRUPT_HINTS = ("file is not a database", "malformed", "file is encrypted")

@@ -26,8 +26,6 @@ from typing import Any
 _INT64_MAX = 2**63 - 1
 _COMPARISONS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _OPERATORS = ("$eq", "$ne", "$in", "$nin", "$exists", *_COMPARISONS)
-_ALL = "SELECT label FROM documents"
-_KEY = "SELECT label FROM metadata_index WHERE key = ?"
 
 
 def typed_value(value: Any) -> tuple[str, Any]:
@@ -51,6 +49,13 @@ def index_rows(label: int, metadata: Mapping[str, Any]) -> list[tuple[Any, ...]]
 def compile_filter(flt: Any) -> tuple[str, list[Any]]:
     """Compile a filter dict to `(sql, params)` selecting matching labels.
 
+    The query is driven by one indexable condition of the filter's top-level
+    conjunction (an equality, `$in`, a range or `{"$exists": True}`, the
+    first one given), read from the metadata index; every other condition is
+    checked per candidate with an indexed `EXISTS` probe. So a filter that
+    names a rare user costs about as much as that user's rows, whatever else
+    it says.
+
     Raises:
         TypeError: If the filter is not a dict or holds a value of the wrong type.
         ValueError: If it names an unknown operator or has an empty `$and`/`$or`.
@@ -61,19 +66,33 @@ def compile_filter(flt: Any) -> tuple[str, list[Any]]:
             f"got {type(flt).__name__}."
         )
         raise TypeError(msg)
+    conjuncts = _conjuncts(_parse(flt))
+    driver = next((c for c in conjuncts if _drives(c)), None)
     params: list[Any] = []
-    return _compile(flt, params), params
+    if driver is None:
+        source = "documents"
+    else:
+        source = f"({_driver_sql(driver, params)})"
+        conjuncts = [c for c in conjuncts if c is not driver]
+    sql = f"SELECT t.label AS label FROM {source} AS t"  # noqa: S608
+    if conjuncts:
+        sql += " WHERE " + " AND ".join(_condition(c, params) for c in conjuncts)
+    return sql, params
 
 
-def _compile(flt: Mapping[str, Any], params: list[Any]) -> str:
-    parts: list[str] = []
+# A parsed filter: ("and" | "or", [nodes]) or ("leaf", key, op, value).
+_Node = tuple[Any, ...]
+
+
+def _parse(flt: Mapping[str, Any]) -> _Node:
+    nodes: list[_Node] = []
     for key, condition in flt.items():
         if key in ("$and", "$or"):
             if not isinstance(condition, (list, tuple)) or not condition:
                 msg = f"{key} takes a non-empty list of filters, got {condition!r}."
                 raise ValueError(msg)
-            subs = [_compile(_as_mapping(sub, key), params) for sub in condition]
-            parts.append(_join(subs, "INTERSECT" if key == "$and" else "UNION"))
+            children = [_parse(_as_mapping(sub, key)) for sub in condition]
+            nodes.append(("and" if key == "$and" else "or", children))
         elif not isinstance(key, str) or not key:
             msg = f"filter keys must be non-empty strings, got {key!r}."
             raise TypeError(msg)
@@ -84,14 +103,34 @@ def _compile(flt: Mapping[str, Any], params: list[Any]) -> str:
             if not condition:
                 msg = f"filter on {key!r} has no operator; use one of {_OPERATORS}."
                 raise ValueError(msg)
-            parts.extend(
-                _operator(key, op, value, params) for op, value in condition.items()
-            )
+            nodes.extend(_leaf(key, op, value) for op, value in condition.items())
         else:
-            parts.append(_operator(key, "$eq", condition, params))
-    if not parts:
-        return _ALL
-    return _join(parts, "INTERSECT")
+            nodes.append(_leaf(key, "$eq", condition))
+    return ("and", nodes)
+
+
+def _leaf(key: str, op: str, value: Any) -> _Node:
+    """Validate one condition; values become `(type, value)` pairs."""
+    if op in ("$eq", "$ne"):
+        return ("leaf", key, op, _comparable(key, op, value))
+    if op in ("$in", "$nin"):
+        if not isinstance(value, (list, tuple, set, frozenset)):
+            msg = f"filter on {key!r}: $in and $nin take a list, got {value!r}."
+            raise TypeError(msg)
+        return ("leaf", key, op, [_comparable(key, op, item) for item in value])
+    if op == "$exists":
+        if not isinstance(value, bool):
+            msg = f"filter on {key!r}: $exists takes True or False, got {value!r}."
+            raise TypeError(msg)
+        return ("leaf", key, op, value)
+    if op in _COMPARISONS:
+        pair = _comparable(key, op, value)
+        if pair[0] == "bool":
+            msg = f"filter on {key!r}: {op} compares numbers or strings, not booleans."
+            raise TypeError(msg)
+        return ("leaf", key, op, pair)
+    msg = f"Unknown filter operator {op!r} on {key!r}; use one of {_OPERATORS}."
+    raise ValueError(msg)
 
 
 def _as_mapping(sub: Any, where: str) -> Mapping[str, Any]:
@@ -101,51 +140,56 @@ def _as_mapping(sub: Any, where: str) -> Mapping[str, Any]:
     return sub
 
 
-def _join(parts: list[str], how: str) -> str:
-    if len(parts) == 1:
-        return parts[0]
-    return f" {how} ".join(f"SELECT label FROM ({part})" for part in parts)  # noqa: S608
+def _conjuncts(node: _Node) -> list[_Node]:
+    """The conditions that must all hold, with nested `$and`s flattened."""
+    if node[0] != "and":
+        return [node]
+    return [part for child in node[1] for part in _conjuncts(child)]
 
 
-def _operator(key: str, op: str, value: Any, params: list[Any]) -> str:
-    if op == "$eq":
-        kind, comparable = _comparable(key, op, value)
-        params.extend((key, kind, comparable))
-        return f"{_KEY} AND type = ? AND value = ?"
-    if op in ("$ne", "$nin"):
-        positive = _operator(key, "$eq" if op == "$ne" else "$in", value, params)
-        return f"{_ALL} EXCEPT {positive}"
-    if op == "$in":
-        return _in_list(key, value, params)
-    if op == "$exists":
-        if not isinstance(value, bool):
-            msg = f"filter on {key!r}: $exists takes True or False, got {value!r}."
-            raise TypeError(msg)
-        params.append(key)
-        return _KEY if value else f"{_ALL} EXCEPT {_KEY}"
-    if op in _COMPARISONS:
-        kind, comparable = _comparable(key, op, value)
-        if kind == "bool":
-            msg = f"filter on {key!r}: {op} compares numbers or strings, not booleans."
-            raise TypeError(msg)
-        params.extend((key, kind, comparable))
-        return f"{_KEY} AND type = ? AND value {_COMPARISONS[op]} ?"
-    msg = f"Unknown filter operator {op!r} on {key!r}; use one of {_OPERATORS}."
-    raise ValueError(msg)
+def _drives(node: _Node) -> bool:
+    if node[0] != "leaf":
+        return False
+    op = node[2]
+    return op in ("$eq", "$in", *_COMPARISONS) or (op == "$exists" and node[3])
 
 
-def _in_list(key: str, value: Any, params: list[Any]) -> str:
-    if not isinstance(value, (list, tuple, set, frozenset)):
-        msg = f"filter on {key!r}: $in and $nin take a list, got {value!r}."
-        raise TypeError(msg)
-    pairs = [_comparable(key, "$in", item) for item in value]
+def _match(key: str, op: str, value: Any, params: list[Any]) -> str:
+    """Conditions on a `metadata_index` row for a positive leaf."""
     params.append(key)
-    if not pairs:
-        return f"{_KEY} AND 0"
-    for pair in pairs:
-        params.extend(pair)
-    rows = ", ".join(["(?, ?)"] * len(pairs))
-    return f"{_KEY} AND (type, value) IN (VALUES {rows})"
+    if op == "$exists":
+        return "key = ?"
+    if op in ("$in", "$nin"):
+        if not value:
+            return "key = ? AND 0"
+        for pair in value:
+            params.extend(pair)
+        rows = ", ".join(["(?, ?)"] * len(value))
+        return f"key = ? AND (type, value) IN (VALUES {rows})"
+    params.extend(value)
+    comparison = "=" if op in ("$eq", "$ne") else _COMPARISONS[op]
+    return f"key = ? AND type = ? AND value {comparison} ?"
+
+
+def _driver_sql(node: _Node, params: list[Any]) -> str:
+    _, key, op, value = node
+    return f"SELECT label FROM metadata_index WHERE {_match(key, op, value, params)}"  # noqa: S608
+
+
+def _condition(node: _Node, params: list[Any]) -> str:
+    """A SQL condition on the candidate `t.label` for one node."""
+    if node[0] in ("and", "or"):
+        if not node[1]:
+            return "1"
+        joiner = " AND " if node[0] == "and" else " OR "
+        return "(" + joiner.join(_condition(child, params) for child in node[1]) + ")"
+    _, key, op, value = node
+    negated = op in ("$ne", "$nin") or (op == "$exists" and not value)
+    probe = (
+        "EXISTS (SELECT 1 FROM metadata_index AS m"  # noqa: S608
+        f" WHERE m.label = t.label AND {_match(key, op, value, params)})"
+    )
+    return f"NOT {probe}" if negated else probe
 
 
 def _comparable(key: str, op: str, value: Any) -> tuple[str, Any]:
