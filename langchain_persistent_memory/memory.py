@@ -104,31 +104,61 @@ _STOP_WORDS = frozenset(
 )
 _WORD = re.compile(r"\w+", re.UNICODE)
 
-_SMALL_TALK = re.compile(
-    r"^(?:(?:hi|hello|hey|hiya|yo|howdy|greetings"
-    r"|good (?:morning|afternoon|evening|night)"
-    r"|bye|goodbye|see (?:you|ya)(?: later| soon)?"
-    r"|thanks?(?: you)?(?: so much| a lot)?|thank you(?: so much| very much)?"
-    r"|thx|ty|ok(?:ay)?|k|sure|yes|yeah|yep|no|nope"
-    r"|cool|nice|great|awesome|got it|sounds good|i see|lol|haha+|hmm+|wow|oh|ah"
-    r"|you'?re welcome|no problem|np|alright|all right|right|indeed|exactly)"
-    r"[\s!.,?~:;)(*'-]*)+$",
-    re.IGNORECASE,
+# Words that say nothing lasting on their own: greetings, thanks, farewells,
+# acknowledgements and reactions.
+_PHATIC = frozenset(
+    """hi hello hey hiya yo howdy greetings morning afternoon evening night bye
+    goodbye later see ya soon tomorrow tonight thanks thank thx ty welcome ok
+    okay k sure yes yeah yep yup nope cool nice great awesome amazing wow oh ah
+    aw aww awww haha hahaha lol hmm agreed agree totally absolutely definitely
+    exactly indeed right alright well glad happy fun enjoy care take luck good
+    day wait catch talk know let go going goes get em keep rock spirit sounds
+    exciting same also thing lot really appreciate appreciated worries problem
+    np love like got fine true cheers congrats congratulations sweet
+    cute""".split()  # noqa: SIM905
 )
+# Function words beyond the stop words: contraction pieces, vague pronouns
+# and adverbs. Alone they say nothing; beside a content word they change
+# nothing, since any content word keeps a turn.
+_FILLER = frozenset(
+    """s t m ll re ve d much many one ones anything everything something
+    nothing everyone someone anyone else even always ever still maybe perhaps
+    truly seriously especially together around way us gonna wanna gotta u ur
+    im""".split()  # noqa: SIM905
+)
+_SENTENCE_START = re.compile(r"(?:^|[.!?]\s+)(\w+)")
 
 
 def default_write_gate(text: str) -> str | None:
     """Return why `text` is not worth remembering, or None to keep it.
 
-    Skips greetings, thanks, acknowledgements and turns without a single
-    word (emoji, punctuation). Dependency-free and deterministic.
+    A turn is small talk when every word in it is a function word, a word
+    of greeting, thanks, farewell or reaction, or (beside such a word) a
+    name, a capitalised word that does not start a sentence: "Thanks! Take
+    care!", "Bye Nate!", "Wow, how's it going?". Any other word keeps it,
+    so the gate errs on the side of remembering. Turns without a word
+    (emoji, punctuation) are skipped too. Dependency-free and
+    deterministic; measured on labelled LoCoMo turns in
+    `tests/unit_tests/test_write_gate.py`.
     """
-    stripped = text.strip()
-    if not _WORD.search(stripped):
+    words = _WORD.findall(text)
+    if not words:
         return "no words"
-    if _SMALL_TALK.match(stripped):
-        return "small talk"
-    return None
+    starts = {match.group(1) for match in _SENTENCE_START.finditer(text)}
+    phatic = names = 0
+    for word in words:
+        folded = word.casefold()
+        if folded in _PHATIC:
+            phatic += 1
+        elif folded in _STOP_WORDS or folded in _FILLER:
+            continue
+        elif word[0].isupper() and word not in starts:
+            names += 1  # "Bye Nate!"; counted only beside a phatic word
+        else:
+            return None
+    if names and not phatic:
+        return None  # "It's Shia Labeouf!" names someone: keep it
+    return "small talk"
 
 
 @dataclass
