@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -634,6 +635,137 @@ class PersistentMemory:
             con.execute(f"DELETE FROM memory_fts WHERE rowid IN ({marks})", part)  # noqa: S608
             con.execute(f"DELETE FROM memory_use WHERE label IN ({marks})", part)  # noqa: S608
 
+    def prune(
+        self,
+        *,
+        user_id: str | None = None,
+        older_than_days: float | None = None,
+        max_per_user: int | None = None,
+    ) -> int:
+        """Remove memories that outlived their use; return how many went.
+
+        Args:
+            user_id: Only this user's memories (default: every user's).
+            older_than_days: Remove memories neither written nor returned by
+                a search for this many days.
+            max_per_user: Keep at most this many memories per user, removing
+                the lowest value first: importance x time decay (the store's
+                `half_life_days`, 30 days if off) x use.
+        """
+        if older_than_days is not None and not older_than_days > 0:
+            msg = f"older_than_days must be > 0, got {older_than_days!r}."
+            raise ValueError(msg)
+        if max_per_user is not None and (
+            not isinstance(max_per_user, int) or max_per_user < 0
+        ):
+            msg = f"max_per_user must be an int >= 0, got {max_per_user!r}."
+            raise ValueError(msg)
+        now = time.time()
+        half_life = (self._half_life or 30.0) * 86400
+        with self._db.write() as con:
+            flt = (
+                {"user_id": _check_id(user_id, "user_id")}
+                if user_id
+                else {"user_id": {"$exists": True}}
+            )
+            labels = self._labels(con, flt)
+            documents = self._store._documents(labels)  # noqa: SLF001
+            use = self._use(con, labels)
+            doomed = _doomed(
+                documents,
+                use,
+                now,
+                half_life,
+                older_than_days=older_than_days,
+                max_per_user=max_per_user,
+            )
+            if doomed:
+                ids = [documents[label].id or "" for label in doomed]
+                self._remove(con, ids, [*doomed])
+                for label, why in doomed.items():
+                    doc = documents[label]
+                    self._audit(
+                        con, doc.id or "", doc.metadata["user_id"], f"prune: {why}"
+                    )
+        if doomed:
+            self._store._checkpointer.note(len(doomed))  # noqa: SLF001
+        return len(doomed)
+
+    def export(
+        self, path: str | os.PathLike[str], *, user_id: str | None = None
+    ) -> int:
+        """Write memories to a JSON Lines file; return how many.
+
+        One line per memory: `{"id", "text", "context", "metadata"}`, where
+        the metadata holds the user, kind, times, importance and source ids.
+        The file is written to a temporary name and renamed when complete.
+        """
+        target = Path(path)
+        with self._db.read() as con:
+            flt = (
+                {"user_id": _check_id(user_id, "user_id")}
+                if user_id
+                else {"user_id": {"$exists": True}}
+            )
+            labels = self._labels(con, flt)
+            documents = self._rows(labels)
+            contexts: dict[int, str] = {}
+            for part in _chunks(labels):
+                contexts.update(
+                    con.execute(
+                        "SELECT rowid, context FROM memory_fts"  # noqa: S608
+                        f" WHERE rowid IN ({_marks(part)})",
+                        part,
+                    ).fetchall()
+                )
+        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        with temporary.open("w", encoding="utf-8") as handle:
+            for label, doc in zip(labels, documents, strict=True):
+                record = {
+                    "id": doc.id,
+                    "text": doc.page_content,
+                    "context": contexts.get(label) or None,
+                    "metadata": doc.metadata,
+                }
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        temporary.replace(target)
+        return len(documents)
+
+    def import_(self, path: str | os.PathLike[str]) -> int:
+        """Load memories written by `export`; return how many.
+
+        Ids, users, kinds, times and importance are kept; a memory whose id
+        exists is replaced. Every line is checked before anything is
+        written, and everything is written in one transaction, so a bad
+        file changes nothing. The write gate and dedup do not apply.
+
+        Raises:
+            ValueError: If a line is not a memory record (its number is named).
+        """
+        records = []
+        with Path(path).open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    records.append(_import_record(line, number))
+        texts = [record[1] for record in records]
+        vectors = self._embed(texts) if texts else np.empty((0, 0), dtype=np.float32)
+        with self._db.write() as con:
+            for (memory_id, text, context, meta), vector in zip(
+                records, vectors, strict=True
+            ):
+                self._put(
+                    con,
+                    memory_id,
+                    text,
+                    meta,
+                    vector=vector,
+                    op="import",
+                    context=context,
+                )
+        if records:
+            self._store._checkpointer.note(len(records))  # noqa: SLF001
+        return len(records)
+
     # ------------------------------------------------------------------- read
 
     def get(self, memory_id: str, *, user_id: str) -> Document | None:
@@ -1060,7 +1192,7 @@ def _check_user_metadata(metadata: object) -> None:
 
 
 def _attributes(
-    kind: str,
+    kind: object,
     metadata: Mapping[str, Any] | None,
     importance: float | None,
     source_ids: Sequence[str] | None,
@@ -1166,6 +1298,88 @@ def _contents(content: object) -> tuple[list[str], list[dict[str, Any]]]:
             texts.append(text)
             extra.append({"role": message.type})
     return texts, extra
+
+
+def _doomed(
+    documents: Mapping[int, Document],
+    use: Mapping[int, tuple[float, int]],
+    now: float,
+    half_life: float,
+    *,
+    older_than_days: float | None,
+    max_per_user: int | None,
+) -> dict[int, str]:
+    """Labels to prune, with why: expired, or lowest value over the limit."""
+    doomed: dict[int, str] = {}
+    by_user: dict[str, list[tuple[float, int]]] = {}
+    for label, doc in documents.items():
+        last_used, uses = use.get(label, (0.0, 0))
+        age = max(0.0, now - max(doc.metadata["updated_at"], last_used))
+        if older_than_days is not None and age > older_than_days * 86400:
+            doomed[label] = "expired"
+            continue
+        value = (
+            doc.metadata.get("importance", 0.5)
+            * 0.5 ** (age / half_life)
+            * (1.0 + 0.1 * math.log1p(uses))
+        )
+        by_user.setdefault(doc.metadata["user_id"], []).append((value, label))
+    if max_per_user is not None:
+        for ranked in by_user.values():
+            ranked.sort(reverse=True)
+            for _, label in ranked[max_per_user:]:
+                doomed[label] = "over the limit"
+    return doomed
+
+
+def _import_record(
+    line: str, number: int
+) -> tuple[str, str, str | None, dict[str, Any]]:
+    where = f"line {number}"
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        msg = f"{where} is not JSON ({exc})."
+        raise ValueError(msg) from exc
+    if not isinstance(record, dict):
+        msg = f"{where} is not a memory record (a JSON object)."
+        raise ValueError(msg)  # noqa: TRY004 - bad file content
+    memory_id, text = record.get("id"), record.get("text")
+    meta, context = record.get("metadata"), record.get("context")
+    if not isinstance(memory_id, str) or not memory_id:
+        msg = f"{where}: 'id' must be a non-empty string."
+        raise ValueError(msg)
+    if not isinstance(text, str) or not text.strip():
+        msg = f"{where}: 'text' must be a non-empty string."
+        raise ValueError(msg)
+    if context is not None and not isinstance(context, str):
+        msg = f"{where}: 'context' must be a string or null."
+        raise ValueError(msg)
+    if not isinstance(meta, dict):
+        msg = f"{where}: 'metadata' must be an object."
+        raise ValueError(msg)  # noqa: TRY004 - bad file content
+    meta = {k: v for k, v in meta.items() if k not in ("score", "scores")}
+    for key in ("created_at", "updated_at"):
+        if isinstance(meta.get(key), bool) or not isinstance(
+            meta.get(key), (int, float)
+        ):
+            msg = f"{where}: metadata '{key}' must be epoch seconds."
+            raise ValueError(msg)  # noqa: TRY004 - bad file content
+    try:
+        _check_id(meta.get("user_id"), "user_id")
+        _attributes(
+            meta.get("kind"),
+            None,
+            meta.get("importance", 0.5),
+            meta.get("source_ids"),
+        )
+        _metadata_json(meta, 0)
+    except (TypeError, ValueError) as exc:
+        msg = f"{where}: {exc}"
+        raise ValueError(msg) from exc
+    meta.setdefault("importance", 0.5)
+    meta["content_hash"] = _content_hash(text)
+    return memory_id, text, context, meta
 
 
 def _query_terms(query: str) -> list[str]:

@@ -387,3 +387,98 @@ def test_both_fusions_rank_a_keyword_match_first(tmp_path: Path, fusion: str) ->
         PersistentMemory(
             tmp_path / "n", DeterministicFakeEmbedding(size=8), fusion="max"
         )  # type: ignore[arg-type]
+
+
+def test_export_import_round_trip(tmp_path: Path) -> None:
+    embedding = DeterministicFakeEmbedding(size=32)
+    with PersistentMemory(tmp_path / "a", embedding) as source:
+        with mock.patch(
+            "langchain_persistent_memory.memory.time.time", return_value=1_650_000_000.0
+        ):
+            kept = source.add(
+                "Ana keeps bees on her roof",
+                user_id="ana",
+                kind="fact",
+                importance=0.9,
+                source_ids=["m1"],
+                metadata={"topic": "hobbies"},
+                context="We talked about honey",
+            ).ids[0]
+        source.add("Ben prefers tea to coffee", user_id="ben", kind="preference")
+        assert source.export(tmp_path / "all.jsonl") == 2
+        assert source.export(tmp_path / "ana.jsonl", user_id="ana") == 1
+        expected = source.get(kept, user_id="ana")
+    lines = (tmp_path / "ana.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 1
+    assert "Ben" not in lines[0]
+    with PersistentMemory(tmp_path / "b", embedding) as target:
+        assert target.import_(tmp_path / "all.jsonl") == 2
+        again = target.get(kept, user_id="ana")
+        assert again is not None
+        assert expected is not None
+        assert again.page_content == expected.page_content
+        assert again.metadata == expected.metadata
+        # The context came along: it still finds the memory by "honey".
+        assert target.search("honey", user_id="ana", k=1)[0].id == kept
+        assert [h["op"] for h in target.history(kept, user_id="ana")] == ["import"]
+        assert target.import_(tmp_path / "all.jsonl") == 2  # idempotent: replaced
+        assert target.stats().memories == 2
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("not json", "line 2 is not JSON"),
+        ('["a list"]', "line 2 is not a memory record"),
+        ('{"id": "x", "text": "", "metadata": {}}', "'text'"),
+        (
+            '{"id": "x", "text": "t", "metadata": {"user_id": "u", "kind": "fact", "created_at": "yesterday", "updated_at": 1}}',
+            "epoch seconds",
+        ),
+        (
+            '{"id": "x", "text": "t", "metadata": {"kind": "fact", "created_at": 1, "updated_at": 1}}',
+            "user_id",
+        ),
+    ],
+)
+def test_bad_import_changes_nothing(
+    memory: PersistentMemory, tmp_path: Path, line: str, words: str
+) -> None:
+    memory.add("Already here and staying", user_id="u")
+    good = '{"id": "g", "text": "good line", "metadata": {"user_id": "u", "kind": "fact", "created_at": 1, "updated_at": 1}}'
+    path = tmp_path / "bad.jsonl"
+    path.write_text(good + "\n" + line + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=words):
+        memory.import_(path)
+    assert [d.page_content for d in memory.list(user_id="u")] == [
+        "Already here and staying"
+    ]
+
+
+def test_prune_by_age_and_by_count(memory: PersistentMemory) -> None:
+    day = 86400.0
+    now = 2_000_000_000.0
+    for age_days, importance, text in [
+        (100, 0.9, "Very old but important memory"),
+        (5, 0.1, "Recent but unimportant memory"),
+        (5, 0.9, "Recent and important memory"),
+        (1, 0.5, "Yesterday's ordinary memory"),
+    ]:
+        with mock.patch(
+            "langchain_persistent_memory.memory.time.time",
+            return_value=now - age_days * day,
+        ):
+            memory.add(text, user_id="u", importance=importance)
+    memory.add("Other user's old memory", user_id="v", created_at=now - 300 * day)
+    with mock.patch("langchain_persistent_memory.memory.time.time", return_value=now):
+        assert memory.prune(user_id="u", older_than_days=30) == 1
+        texts = {d.page_content for d in memory.list(user_id="u")}
+        assert "Very old but important memory" not in texts
+        assert memory.prune(user_id="u", max_per_user=2) == 1
+    texts = {d.page_content for d in memory.list(user_id="u")}
+    assert texts == {"Recent and important memory", "Yesterday's ordinary memory"}
+    assert [d.page_content for d in memory.list(user_id="v")] == [
+        "Other user's old memory"
+    ]
+    with pytest.raises(ValueError, match="older_than_days"):
+        memory.prune(older_than_days=0)
