@@ -31,6 +31,7 @@ from langchain_core.runnables.config import run_in_executor
 from typing_extensions import Self
 
 from langchain_persistent_memory._filters import compile_filter
+from langchain_persistent_memory.extraction import extract
 from langchain_persistent_memory.vectorstores import (
     PersistentFAISS,
     _Batch,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from sqlite3 import Connection
 
     from langchain_core.embeddings import Embeddings
+    from langchain_core.language_models import BaseChatModel
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +208,10 @@ class PersistentMemory:
             reciprocal rank fusion. On LoCoMo turns the score average
             recalled more (see the README).
         keyword_weight: The keyword side's share in `"score"` fusion.
+        extractor: A chat model with structured output. When set, `add`
+            stores the typed facts it extracts from the content instead of
+            the content itself, and facts that make older memories outdated
+            supersede them (they leave search; the audit trail keeps them).
         reinforcement: How much being returned before lifts a memory: its
             score is multiplied by `1 + reinforcement * ln(1 + uses)`. 0
             turns it off (and stops recording uses).
@@ -225,6 +231,7 @@ class PersistentMemory:
         fusion: Literal["score", "rrf"] = "score",
         keyword_weight: float = 0.5,
         reinforcement: float = 0.1,
+        extractor: BaseChatModel | None = None,
         **store_options: Any,
     ) -> None:
         """Open (or create) the memory store in `path`."""
@@ -240,6 +247,7 @@ class PersistentMemory:
         self._fusion = fusion
         self._keyword_weight = keyword_weight
         self._reinforcement = reinforcement
+        self._extractor = extractor
         if half_life_days is not None and not half_life_days > 0:
             msg = f"half_life_days must be > 0 or None, got {half_life_days!r}."
             raise ValueError(msg)
@@ -393,6 +401,9 @@ class PersistentMemory:
                 result.skipped.append((item.text, reason))
             else:
                 keep.append(item)
+        if keep and self._extractor is not None:
+            keep, none_found = self._extract(keep)
+            result.skipped.extend((text, "no facts extracted") for text in none_found)
         if not keep:
             return result
         vectors = self._embed([item.text for item in keep])
@@ -427,9 +438,73 @@ class PersistentMemory:
                 )
                 result.ids.append(memory_id)
                 changed += 1
+                for old_id in item.supersedes:
+                    changed += self._supersede(con, old_id, memory_id, item.scope)
         if changed:
             self._store._checkpointer.note(changed)  # noqa: SLF001
         return result
+
+    def _extract(
+        self, items: Sequence[_Item]
+    ) -> tuple[builtins.list[_Item], builtins.list[str]]:
+        """Replace items by the facts the extractor finds, per user and session.
+
+        Returns the fact items and the texts of groups that gave no fact.
+        """
+        assert self._extractor is not None  # noqa: S101 - checked by the caller
+        groups: dict[tuple[tuple[str, str], ...], builtins.list[_Item]] = {}
+        for item in items:
+            groups.setdefault(tuple(sorted(item.scope.items())), []).append(item)
+        facts: builtins.list[_Item] = []
+        empty: builtins.list[str] = []
+        for group in groups.values():
+            scope = group[0].scope
+            turns = [item.text for item in group]
+            known = self.search(
+                "\n".join(turns)[-2000:], user_id=scope["user_id"], k=10
+            )
+            found = extract(self._extractor, turns, known)
+            if not found:
+                empty.extend(turns)
+            sources = sorted(
+                {s for item in group for s in item.attrs.get("source_ids", [])}
+            )
+            for fact in found:
+                attrs = {
+                    "kind": fact.kind.strip(),
+                    "importance": fact.importance,
+                    **({"source_ids": sources} if sources else {}),
+                }
+                facts.append(
+                    _Item(
+                        fact.text.strip(),
+                        scope,
+                        attrs,
+                        None,
+                        group[-1].created_at,
+                        fact.supersedes,
+                    )
+                )
+        return facts, empty
+
+    def _supersede(
+        self, con: Connection, old_id: str, new_id: str, scope: Mapping[str, str]
+    ) -> int:
+        """Take `old_id` out of search; its history records what replaced it."""
+        labels = self._ids_to_labels(
+            con, [old_id], self._labels(con, {"user_id": scope["user_id"]})
+        )
+        if not labels:
+            return 0  # already gone, or not this user's
+        self._remove(con, [old_id], labels)
+        self._audit(
+            con,
+            old_id,
+            scope["user_id"],
+            "supersede",
+            meta={"superseded_by": new_id},
+        )
+        return 1
 
     def _plan(
         self, items: Sequence[_Item], vectors: np.ndarray
@@ -1224,6 +1299,7 @@ class _Item:
     attrs: dict[str, Any]
     context: str | None
     created_at: float | None
+    supersedes: list[str] = field(default_factory=list)
 
 
 def _items(

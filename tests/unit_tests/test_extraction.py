@@ -1,0 +1,169 @@
+"""Optional LLM extraction of typed facts, and supersede."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from langchain_core.embeddings import DeterministicFakeEmbedding
+from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import Runnable, RunnableLambda
+
+from langchain_persistent_memory import PersistentMemory
+from langchain_persistent_memory.extraction import Fact, Facts
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from langchain_core.messages import BaseMessage
+    from langchain_core.outputs import ChatResult
+
+KNOWN = re.compile(r"^- \[(\w+)\] (.*)$", re.MULTILINE)
+
+
+class ScriptedExtractor(BaseChatModel):
+    """A deterministic chat model: structured output comes from a script."""
+
+    script: Any
+    prompts: list[str] = []  # noqa: RUF012
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+    def _generate(
+        self, messages: list[BaseMessage], *args: Any, **kwargs: Any
+    ) -> ChatResult:
+        raise NotImplementedError
+
+    def with_structured_output(self, schema: Any, **kwargs: Any) -> Runnable[Any, Any]:
+        assert schema is Facts
+
+        def answer(messages: list[BaseMessage]) -> Any:
+            prompt = str(messages[-1].content)
+            self.prompts.append(prompt)
+            known = dict(KNOWN.findall(prompt.split("New turns:", maxsplit=1)[0]))
+            new = prompt.split("New turns:")[1]
+            return self.script(known, new)
+
+        return RunnableLambda(answer)
+
+
+def where_they_live(known: dict[str, str], new: str) -> Facts:
+    match = re.search(r"(?:live in|moved to) (\w+)", new)
+    if not match:
+        return Facts(facts=[])
+    outdated = [i for i, text in known.items() if text.startswith("User lives in")]
+    return Facts(
+        facts=[
+            Fact(
+                kind="fact",
+                text=f"User lives in {match.group(1)}.",
+                importance=0.8,
+                supersedes=outdated,
+            )
+        ]
+    )
+
+
+def memory_with(tmp_path: Path, script: Callable[..., Any]) -> PersistentMemory:
+    return PersistentMemory(
+        tmp_path / "m",
+        DeterministicFakeEmbedding(size=32),
+        extractor=ScriptedExtractor(script=script),
+    )
+
+
+def test_facts_are_stored_instead_of_the_turn(tmp_path: Path) -> None:
+    with memory_with(tmp_path, where_they_live) as memory:
+        result = memory.add(
+            "Oh by the way, I live in Paris now!", user_id="u", source_ids=["m1"]
+        )
+        assert len(result.ids) == 1
+        stored = memory.get(result.ids[0], user_id="u")
+        assert stored is not None
+        assert stored.page_content == "User lives in Paris."
+        assert stored.metadata["kind"] == "fact"
+        assert stored.metadata["importance"] == 0.8
+        assert stored.metadata["source_ids"] == ["m1"]
+        assert [d.page_content for d in memory.list(user_id="u")] == [
+            "User lives in Paris."
+        ]
+
+
+def test_newer_fact_supersedes_older(tmp_path: Path) -> None:
+    with memory_with(tmp_path, where_they_live) as memory:
+        paris = memory.add("I live in Paris", user_id="u").ids[0]
+        lisbon = memory.add("Big news: I moved to Lisbon last week", user_id="u").ids[0]
+        # The model was shown the Paris memory with its id.
+        extractor = memory._extractor
+        assert isinstance(extractor, ScriptedExtractor)
+        assert f"[{paris}] User lives in Paris." in extractor.prompts[-1]
+        assert memory.get(paris, user_id="u") is None
+        hits = memory.search("where does the user live", user_id="u", k=5)
+        assert [d.id for d in hits] == [lisbon]
+        trail = memory.history(paris, user_id="u")
+        assert [step["op"] for step in trail] == ["add", "supersede"]
+        assert trail[-1]["metadata"] == {"superseded_by": lisbon}
+        assert trail[0]["text"] == "User lives in Paris."
+
+
+def test_model_cannot_supersede_what_it_was_not_shown(tmp_path: Path) -> None:
+    with PersistentMemory(tmp_path / "m", DeterministicFakeEmbedding(size=32)) as plain:
+        victim = plain.add("Another user's memory", user_id="other").ids[0]
+
+    def greedy(known: dict[str, str], new: str) -> Facts:
+        del new
+        return Facts(
+            facts=[
+                Fact(kind="fact", text="User likes chess.", supersedes=[*known, victim])
+            ]
+        )
+
+    with memory_with(tmp_path, greedy) as memory:
+        memory.add("I like chess", user_id="u")
+        assert memory.get(victim, user_id="other") is not None
+        assert memory.stats().memories == 2
+
+
+def test_no_facts_stores_nothing(tmp_path: Path) -> None:
+    with memory_with(tmp_path, where_they_live) as memory:
+        result = memory.add("What a lovely afternoon walk that was", user_id="u")
+        assert result.ids == []
+        assert result.skipped == [
+            ("What a lovely afternoon walk that was", "no facts extracted")
+        ]
+        assert memory.stats().memories == 0
+
+
+def test_small_talk_never_reaches_the_model(tmp_path: Path) -> None:
+    with memory_with(tmp_path, where_they_live) as memory:
+        memory.add("Thanks, bye!", user_id="u")
+        extractor = memory._extractor
+        assert isinstance(extractor, ScriptedExtractor)
+        assert extractor.prompts == []
+
+
+def test_model_failure_or_wrong_schema_stores_nothing(tmp_path: Path) -> None:
+    def broken(known: dict[str, str], new: str) -> Facts:
+        del known, new
+        msg = "model is down"
+        raise RuntimeError(msg)
+
+    with (
+        memory_with(tmp_path, broken) as memory,
+        pytest.raises(RuntimeError, match="model is down"),
+    ):
+        memory.add("I live in Oslo", user_id="u")
+    with PersistentMemory(
+        tmp_path / "m", DeterministicFakeEmbedding(size=32)
+    ) as memory:
+        assert memory.stats().memories == 0
+
+    with (
+        memory_with(tmp_path, lambda _known, _new: "not facts") as memory,
+        pytest.raises(TypeError, match="Facts schema"),
+    ):
+        memory.add("I live in Oslo", user_id="u")
