@@ -825,6 +825,7 @@ class PersistentMemory:
         texts = [record[1] for record in records]
         vectors = self._embed(texts) if texts else np.empty((0, 0), dtype=np.float32)
         with self._db.write() as con:
+            self._check_import_owners(con, records)
             for (memory_id, text, context, meta), vector in zip(
                 records, vectors, strict=True
             ):
@@ -840,6 +841,29 @@ class PersistentMemory:
         if records:
             self._store._checkpointer.note(len(records))  # noqa: SLF001
         return len(records)
+
+    def _check_import_owners(
+        self,
+        con: Connection,
+        records: Sequence[tuple[str, str, str | None, dict[str, Any]]],
+    ) -> None:
+        """Refuse records whose id is a memory of another user."""
+        owner = {record[0]: record[3]["user_id"] for record in records}
+        ids = [*owner]
+        for part in _chunks(ids):
+            rows = con.execute(
+                f"SELECT id, metadata FROM documents WHERE id IN ({_marks(part)})",  # noqa: S608
+                part,
+            )
+            for memory_id, meta in rows:
+                current = json.loads(meta).get("user_id")
+                if current != owner[memory_id]:
+                    number = ids.index(memory_id) + 1
+                    msg = (
+                        f"Record {number} ({memory_id!r}) would replace a memory of "
+                        "another user; nothing was imported. Give it a new id."
+                    )
+                    raise ValueError(msg)
 
     # ------------------------------------------------------------------- read
 

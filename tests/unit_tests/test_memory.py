@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from typing import TYPE_CHECKING
 from unittest import mock
@@ -482,3 +483,27 @@ def test_prune_by_age_and_by_count(memory: PersistentMemory) -> None:
     ]
     with pytest.raises(ValueError, match="older_than_days"):
         memory.prune(older_than_days=0)
+
+
+def test_import_cannot_overwrite_another_users_memory(
+    memory: PersistentMemory, tmp_path: Path
+) -> None:
+    theirs = memory.add("Bob's private note about his bank", user_id="bob").ids[0]
+    path = tmp_path / "evil.jsonl"
+    record = {
+        "id": theirs,
+        "text": "Overwritten by mallory",
+        "metadata": {
+            "user_id": "mallory",
+            "kind": "fact",
+            "created_at": 1,
+            "updated_at": 1,
+        },
+    }
+    path.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="another user"):
+        memory.import_(path)
+    kept = memory.get(theirs, user_id="bob")
+    assert kept is not None
+    assert kept.page_content == "Bob's private note about his bank"
+    assert memory.list(user_id="mallory") == []
