@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from langchain_core.documents import Document
     from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import BaseMessage
 
 INSTRUCTIONS = """You maintain the long-term memory of an assistant about one user.
 From the new conversation turns, extract the facts worth remembering in later
@@ -60,15 +61,30 @@ def extract(
     Raises:
         TypeError: If the model does not return the `Facts` schema.
     """
+    answer = model.with_structured_output(Facts).invoke(_prompt(turns, known))
+    return _facts(model, answer, known)
+
+
+async def aextract(
+    model: BaseChatModel, turns: Sequence[str], known: Sequence[Document]
+) -> list[Fact]:
+    """Async `extract` (the model is awaited with `ainvoke`)."""
+    answer = await model.with_structured_output(Facts).ainvoke(_prompt(turns, known))
+    return _facts(model, answer, known)
+
+
+def _prompt(turns: Sequence[str], known: Sequence[Document]) -> list[BaseMessage]:
     known_lines = "\n".join(f"- [{doc.id}] {doc.page_content}" for doc in known)
     new_lines = "\n".join(f"- {turn}" for turn in turns)
-    messages = [
+    return [
         SystemMessage(INSTRUCTIONS),
         HumanMessage(
             f"Known memories:\n{known_lines or '(none)'}\n\nNew turns:\n{new_lines}"
         ),
     ]
-    answer: Any = model.with_structured_output(Facts).invoke(messages)
+
+
+def _facts(model: BaseChatModel, answer: Any, known: Sequence[Document]) -> list[Fact]:
     if isinstance(answer, dict):
         answer = Facts.model_validate(answer)
     if not isinstance(answer, Facts):

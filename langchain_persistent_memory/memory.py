@@ -9,7 +9,6 @@ use counts, and an embedding cache. Every write is one SQLite transaction.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -31,7 +30,7 @@ from langchain_core.runnables.config import run_in_executor
 from typing_extensions import Self
 
 from langchain_persistent_memory._filters import compile_filter
-from langchain_persistent_memory.extraction import extract
+from langchain_persistent_memory.extraction import Fact, aextract, extract
 from langchain_persistent_memory.vectorstores import (
     PersistentFAISS,
     _Batch,
@@ -393,6 +392,18 @@ class PersistentMemory:
         return result
 
     def _add_items(self, items: Sequence[_Item]) -> AddResult:
+        result, keep = self._gate_items(items)
+        if keep and self._extractor is not None:
+            keep, none_found = self._extract(keep)
+            result.skipped.extend((text, "no facts extracted") for text in none_found)
+        if not keep:
+            return result
+        vectors = self._embed([item.text for item in keep])
+        return self._write_items(keep, vectors, result)
+
+    def _gate_items(
+        self, items: Sequence[_Item]
+    ) -> tuple[AddResult, builtins.list[_Item]]:
         result = AddResult()
         keep: builtins.list[_Item] = []
         for item in items:
@@ -401,12 +412,12 @@ class PersistentMemory:
                 result.skipped.append((item.text, reason))
             else:
                 keep.append(item)
-        if keep and self._extractor is not None:
-            keep, none_found = self._extract(keep)
-            result.skipped.extend((text, "no facts extracted") for text in none_found)
-        if not keep:
-            return result
-        vectors = self._embed([item.text for item in keep])
+        return result, keep
+
+    def _write_items(
+        self, keep: Sequence[_Item], vectors: np.ndarray, result: AddResult
+    ) -> AddResult:
+        """Refresh twins, store the rest, supersede what the facts replace."""
         # Duplicates are judged on committed memories, before the write
         # transaction: a search must never read a transaction's own rows.
         plans = self._plan(keep, vectors)
@@ -452,40 +463,28 @@ class PersistentMemory:
         Returns the fact items and the texts of groups that gave no fact.
         """
         assert self._extractor is not None  # noqa: S101 - checked by the caller
-        groups: dict[tuple[tuple[str, str], ...], builtins.list[_Item]] = {}
-        for item in items:
-            groups.setdefault(tuple(sorted(item.scope.items())), []).append(item)
-        facts: builtins.list[_Item] = []
-        empty: builtins.list[str] = []
-        for group in groups.values():
-            scope = group[0].scope
+        found = []
+        for group in _groups(items):
             turns = [item.text for item in group]
             known = self.search(
-                "\n".join(turns)[-2000:], user_id=scope["user_id"], k=10
+                _known_query(turns), user_id=group[0].scope["user_id"], k=10
             )
-            found = extract(self._extractor, turns, known)
-            if not found:
-                empty.extend(turns)
-            sources = sorted(
-                {s for item in group for s in item.attrs.get("source_ids", [])}
+            found.append((group, extract(self._extractor, turns, known)))
+        return _fact_items(found)
+
+    async def _aextract(
+        self, items: Sequence[_Item]
+    ) -> tuple[builtins.list[_Item], builtins.list[str]]:
+        """Async `_extract`: awaits the model (`ainvoke`)."""
+        assert self._extractor is not None  # noqa: S101 - checked by the caller
+        found = []
+        for group in _groups(items):
+            turns = [item.text for item in group]
+            known = await self.asearch(
+                _known_query(turns), user_id=group[0].scope["user_id"], k=10
             )
-            for fact in found:
-                attrs = {
-                    "kind": fact.kind.strip(),
-                    "importance": fact.importance,
-                    **({"source_ids": sources} if sources else {}),
-                }
-                facts.append(
-                    _Item(
-                        fact.text.strip(),
-                        scope,
-                        attrs,
-                        None,
-                        group[-1].created_at,
-                        fact.supersedes,
-                    )
-                )
-        return facts, empty
+            found.append((group, await aextract(self._extractor, turns, known)))
+        return _fact_items(found)
 
     def _supersede(
         self, con: Connection, old_id: str, new_id: str, scope: Mapping[str, str]
@@ -953,6 +952,31 @@ class PersistentMemory:
         Each document's metadata has `score` and `scores` (`dense`,
         `keyword`, `fused`, `decay`, `importance`, `use`), saying why it ranked.
         """
+        plan = self._plan_search(
+            query,
+            user_id=user_id,
+            k=k,
+            kinds=kinds,
+            flt=filter,
+            since=since,
+            until=until,
+            token_budget=token_budget,
+        )
+        return self._ranked(plan, self._embedding.embed_query(query))
+
+    def _plan_search(
+        self,
+        query: str,
+        *,
+        user_id: str,
+        k: int,
+        kinds: Sequence[str] | None,
+        flt: Mapping[str, Any] | None,
+        since: float | None,
+        until: float | None,
+        token_budget: int | None,
+    ) -> _SearchPlan:
+        """Check a search's arguments (before any embedding call)."""
         if not isinstance(query, str) or not query.strip():
             msg = "query must be a non-empty string."
             raise ValueError(msg)
@@ -962,9 +986,16 @@ class PersistentMemory:
         if token_budget is not None and token_budget < 0:
             msg = f"token_budget must be >= 0, got {token_budget!r}."
             raise ValueError(msg)
-        scope = self._scope_filter(user_id, kinds, filter, since, until)
+        scope = self._scope_filter(user_id, kinds, flt, since, until)
+        return _SearchPlan(query, user_id, k, scope, token_budget)
+
+    def _ranked(
+        self, plan: _SearchPlan, vector: Sequence[float]
+    ) -> builtins.list[Document]:
+        """Rank the user's memories for a planned search and its query vector."""
+        query, user_id, k, scope = plan.query, plan.user_id, plan.k, plan.scope
+        token_budget = plan.token_budget
         pool = max(4 * k, 50)
-        vector = self._embedding.embed_query(query)
         with self._db.read() as con:
             dense, _ = self._store._search(vector, pool, scope)  # noqa: SLF001
             narrowed = scope if len(scope["$and"]) > 1 else None
@@ -1025,21 +1056,19 @@ class PersistentMemory:
         until: float | None = None,
         token_budget: int | None = None,
     ) -> builtins.list[Document]:
-        """Async `search`; the disk work runs in a worker thread."""
-        return await run_in_executor(
-            None,
-            functools.partial(
-                self.search,
-                query,
-                user_id=user_id,
-                k=k,
-                kinds=kinds,
-                filter=filter,
-                since=since,
-                until=until,
-                token_budget=token_budget,
-            ),
+        """Async `search`: embeds with `aembed_query`, reads the disk in a thread."""
+        plan = self._plan_search(
+            query,
+            user_id=user_id,
+            k=k,
+            kinds=kinds,
+            flt=filter,
+            since=since,
+            until=until,
+            token_budget=token_budget,
         )
+        vector = await self._embedding.aembed_query(query)
+        return await run_in_executor(None, self._ranked, plan, vector)
 
     async def aadd(
         self,
@@ -1052,22 +1081,50 @@ class PersistentMemory:
         metadata: Mapping[str, Any] | None = None,
         importance: float | None = None,
         source_ids: Sequence[str] | None = None,
+        context: str | None = None,
+        created_at: float | None = None,
     ) -> AddResult:
-        """Async `add`; the embedding and disk work run in a worker thread."""
-        return await run_in_executor(
-            None,
-            functools.partial(
-                self.add,
-                content,
-                user_id=user_id,
-                kind=kind,
-                session_id=session_id,
-                agent_id=agent_id,
-                metadata=metadata,
-                importance=importance,
-                source_ids=source_ids,
-            ),
+        """Async `add`: awaits the extractor and the embedding.
+
+        The model calls use `ainvoke` and `aembed_documents`; the disk work
+        runs in a worker thread.
+        """
+        items = _items(
+            content,
+            user_id=user_id,
+            kind=kind,
+            session_id=session_id,
+            agent_id=agent_id,
+            metadata=metadata,
+            importance=importance,
+            source_ids=source_ids,
+            context=context,
+            created_at=created_at,
         )
+        result, keep = self._gate_items(items)
+        if keep and self._extractor is not None:
+            keep, none_found = await self._aextract(keep)
+            result.skipped.extend((text, "no facts extracted") for text in none_found)
+        if not keep:
+            return result
+        hashes, cached, missing = await run_in_executor(
+            None, self._cache_lookup, [item.text for item in keep]
+        )
+        fresh = (
+            await self._embedding.aembed_documents([keep[i].text for i in missing])
+            if missing
+            else []
+        )
+        vectors = await run_in_executor(
+            None,
+            self._cache_fill,
+            [item.text for item in keep],
+            hashes,
+            cached,
+            missing,
+            fresh,
+        )
+        return await run_in_executor(None, self._write_items, keep, vectors, result)
 
     def _keyword(
         self,
@@ -1190,10 +1247,22 @@ class PersistentMemory:
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embed texts through the store's cache; one batched call for misses."""
+        hashes, cached, missing = self._cache_lookup(texts)
+        fresh = (
+            self._embedding.embed_documents([texts[i] for i in missing])
+            if missing
+            else []
+        )
+        return self._cache_fill(texts, hashes, cached, missing, fresh)
+
+    def _cache_lookup(
+        self, texts: Sequence[str]
+    ) -> tuple[builtins.list[bytes], dict[bytes, bytes], builtins.list[int]]:
+        """Hashes of the texts, cached vectors, and positions not in the cache."""
         hashes = [hashlib.sha256(text.encode()).digest() for text in texts]
         cached: dict[bytes, bytes] = {}
         with self._db.read() as con:
-            for part in _chunks(list(dict.fromkeys(hashes))):
+            for part in _chunks([*dict.fromkeys(hashes)]):
                 cached.update(
                     con.execute(
                         "SELECT text_hash, vector FROM embedding_cache WHERE model = ?"  # noqa: S608
@@ -1202,12 +1271,21 @@ class PersistentMemory:
                     ).fetchall()
                 )
         missing = [i for i, digest in enumerate(hashes) if digest not in cached]
+        return hashes, cached, missing
+
+    def _cache_fill(
+        self,
+        texts: Sequence[str],
+        hashes: Sequence[bytes],
+        cached: dict[bytes, bytes],
+        missing: Sequence[int],
+        fresh: Sequence[Sequence[float]],
+    ) -> np.ndarray:
+        """Check and store the fresh vectors; return all vectors in order."""
         self._cache_hits += len(texts) - len(missing)
         if missing:
-            fresh = self._store._check_vectors(  # noqa: SLF001
-                self._embedding.embed_documents([texts[i] for i in missing]),
-                len(missing),
-                "embed_documents",
+            checked = self._store._check_vectors(  # noqa: SLF001
+                fresh, len(missing), "embed_documents"
             )
             self._embedding_calls += 1
             self._embedded_texts += len(missing)
@@ -1217,10 +1295,10 @@ class PersistentMemory:
                     " VALUES (?, ?, ?)",
                     [
                         (self._model, hashes[i], row.tobytes())
-                        for i, row in zip(missing, fresh, strict=True)
+                        for i, row in zip(missing, checked, strict=True)
                     ],
                 )
-            for i, row in zip(missing, fresh, strict=True):
+            for i, row in zip(missing, checked, strict=True):
                 cached[hashes[i]] = row.tobytes()
         return np.stack(
             [np.frombuffer(cached[digest], dtype=np.float32) for digest in hashes]
@@ -1398,6 +1476,59 @@ def _contents(content: object) -> tuple[list[str], list[dict[str, Any]]]:
             texts.append(text)
             extra.append({"role": message.type})
     return texts, extra
+
+
+@dataclass
+class _SearchPlan:
+    """A search's checked arguments."""
+
+    query: str
+    user_id: str
+    k: int
+    scope: dict[str, Any]
+    token_budget: int | None
+
+
+def _groups(items: Sequence[_Item]) -> list[list[_Item]]:
+    """Items grouped by scope (user, session, agent), in order."""
+    groups: dict[tuple[tuple[str, str], ...], list[_Item]] = {}
+    for item in items:
+        groups.setdefault(tuple(sorted(item.scope.items())), []).append(item)
+    return list(groups.values())
+
+
+def _known_query(turns: Sequence[str]) -> str:
+    return "\n".join(turns)[-2000:]
+
+
+def _fact_items(
+    found: Sequence[tuple[list[_Item], list[Fact]]],
+) -> tuple[list[_Item], list[str]]:
+    facts: list[_Item] = []
+    empty: list[str] = []
+    for group, extracted in found:
+        if not extracted:
+            empty.extend(item.text for item in group)
+        sources = sorted(
+            {s for item in group for s in item.attrs.get("source_ids", [])}
+        )
+        for fact in extracted:
+            attrs = {
+                "kind": fact.kind.strip(),
+                "importance": fact.importance,
+                **({"source_ids": sources} if sources else {}),
+            }
+            facts.append(
+                _Item(
+                    fact.text.strip(),
+                    group[0].scope,
+                    attrs,
+                    None,
+                    group[-1].created_at,
+                    fact.supersedes,
+                )
+            )
+    return facts, empty
 
 
 def _doomed(

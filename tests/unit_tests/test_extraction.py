@@ -167,3 +167,13 @@ def test_model_failure_or_wrong_schema_stores_nothing(tmp_path: Path) -> None:
         pytest.raises(TypeError, match="Facts schema"),
     ):
         memory.add("I live in Oslo", user_id="u")
+
+
+async def test_async_add_extracts_and_supersedes(tmp_path: Path) -> None:
+    with memory_with(tmp_path, where_they_live) as memory:
+        rome = (await memory.aadd("I live in Rome", user_id="u")).ids[0]
+        oslo = (await memory.aadd("We moved to Oslo in March", user_id="u")).ids[0]
+        assert memory.get(rome, user_id="u") is None
+        hits = await memory.asearch("where does the user live", user_id="u", k=3)
+        assert [d.page_content for d in hits] == ["User lives in Oslo."]
+        assert hits[0].id == oslo

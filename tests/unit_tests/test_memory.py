@@ -507,3 +507,37 @@ def test_import_cannot_overwrite_another_users_memory(
     assert kept is not None
     assert kept.page_content == "Bob's private note about his bank"
     assert memory.list(user_id="mallory") == []
+
+
+async def test_async_twins_await_the_embedding(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    class Recording(DeterministicFakeEmbedding):
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            calls.append("embed_documents")
+            return super().embed_documents(texts)
+
+        def embed_query(self, text: str) -> list[float]:
+            calls.append("embed_query")
+            return super().embed_query(text)
+
+        async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+            calls.append("aembed_documents")
+            return super().embed_documents(texts)
+
+        async def aembed_query(self, text: str) -> list[float]:
+            calls.append("aembed_query")
+            return super().embed_query(text)
+
+    with PersistentMemory(
+        tmp_path / "m", Recording(size=16), dedup_threshold=None
+    ) as memory:
+        added = await memory.aadd("Priya collects vintage fountain pens", user_id="p")
+        assert len(added.ids) == 1
+        again = await memory.aadd("Priya collects vintage fountain pens", user_id="q")
+        assert len(again.ids) == 1  # other user; the vector came from the cache
+        hits = await memory.asearch("fountain pens", user_id="p", k=3)
+        assert [d.id for d in hits] == added.ids
+        with pytest.raises(ValueError, match="k must"):
+            await memory.asearch("pens", user_id="p", k=0)
+    assert calls == ["aembed_documents", "aembed_query"]
