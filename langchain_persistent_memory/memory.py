@@ -945,7 +945,7 @@ class PersistentMemory:
         """The memories of `user_id` most relevant to `query`, best first.
 
         Dense (FAISS) and keyword (FTS5 BM25) candidates, both restricted to
-        the user by the storage query, are fused by reciprocal rank, then
+        the user by the storage query, are fused (see `fusion`), then
         weighted by time decay, importance and use. With `token_budget`,
         memories are taken in rank order while their texts fit.
 
