@@ -9,6 +9,8 @@ use counts, and an embedding cache. Every write is one SQLite transaction.
 
 from __future__ import annotations
 
+import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -29,7 +31,7 @@ from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.runnables.config import run_in_executor
 from typing_extensions import Self
 
-from langchain_persistent_memory._filters import compile_filter
+from langchain_persistent_memory._filters import compile_filter, index_rows
 from langchain_persistent_memory.extraction import Fact, aextract, extract
 from langchain_persistent_memory.vectorstores import (
     PersistentFAISS,
@@ -116,8 +118,12 @@ _PHATIC = frozenset(
     exactly indeed right alright well glad happy fun enjoy care take luck good
     day wait catch talk know let go going goes get em keep rock spirit sounds
     exciting same also thing lot really appreciate appreciated worries problem
-    np love like got fine true cheers congrats congratulations sweet
-    cute""".split()  # noqa: SIM905
+    np got fine true cheers congrats congratulations sweet cute""".split()  # noqa: SIM905
+)
+# Words after which a capitalised word is someone addressed: "Bye Nate!".
+_ADDRESS = frozenset(
+    """hi hello hey hiya yo howdy greetings bye goodbye thanks thank thx ty
+    congrats congratulations cheers ya later care""".split()  # noqa: SIM905
 )
 # Function words beyond the stop words: contraction pieces, vague pronouns
 # and adverbs. Alone they say nothing; beside a content word they change
@@ -135,31 +141,32 @@ def default_write_gate(text: str) -> str | None:
     """Return why `text` is not worth remembering, or None to keep it.
 
     A turn is small talk when every word in it is a function word, a word
-    of greeting, thanks, farewell or reaction, or (beside such a word) a
-    name, a capitalised word that does not start a sentence: "Thanks! Take
-    care!", "Bye Nate!", "Wow, how's it going?". Any other word keeps it,
-    so the gate errs on the side of remembering. Turns without a word
+    of greeting, thanks, farewell or reaction, or the name of someone
+    addressed (a capitalised word right after a greeting, thanks or
+    farewell, or after a comma): "Thanks! Take care!", "Bye Nate!", "Wow,
+    how's it going?". "Going to Berlin tomorrow" keeps "Berlin". Any other
+    word keeps it, so the gate errs on the side of remembering. Turns without a word
     (emoji, punctuation) are skipped too. Dependency-free and
     deterministic; measured on labelled LoCoMo turns in
     `tests/unit_tests/test_write_gate.py`.
     """
-    words = _WORD.findall(text)
+    words = list(_WORD.finditer(text))
     if not words:
         return "no words"
-    starts = {match.group(1) for match in _SENTENCE_START.finditer(text)}
-    phatic = names = 0
-    for word in words:
-        folded = word.casefold()
-        if folded in _PHATIC:
-            phatic += 1
-        elif folded in _STOP_WORDS or folded in _FILLER:
+    starts = {match.start(1) for match in _SENTENCE_START.finditer(text)}
+    previous = ""
+    for match in words:
+        word, folded = match.group(), match.group().casefold()
+        addressed = (
+            word[0].isupper()
+            and match.start() not in starts
+            and (previous in _ADDRESS or text[: match.start()].rstrip().endswith(","))
+        )
+        previous = folded
+        filler = folded in _PHATIC or folded in _STOP_WORDS or folded in _FILLER
+        if filler or addressed:
             continue
-        elif word[0].isupper() and word not in starts:
-            names += 1  # "Bye Nate!"; counted only beside a phatic word
-        else:
-            return None
-    if names and not phatic:
-        return None  # "It's Shia Labeouf!" names someone: keep it
+        return None
     return "small talk"
 
 
@@ -299,7 +306,7 @@ class PersistentMemory:
         content: str | Sequence[BaseMessage],
         *,
         user_id: str,
-        kind: str = "fact",
+        kind: str | None = None,
         session_id: str | None = None,
         agent_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
@@ -319,7 +326,8 @@ class PersistentMemory:
             content: A string, or a list of chat messages.
             user_id: Whose memory this is.
             kind: `preference`, `fact`, `decision`, `event`, `message` or any
-                other string.
+                other string; default `fact` for a string, `message` for
+                chat messages.
             session_id: The conversation it came from, if any.
             agent_id: The agent it belongs to, if any.
             metadata: Extra JSON metadata (not the reserved keys).
@@ -425,9 +433,12 @@ class PersistentMemory:
         changed = 0
         with self._db.write() as con:
             for item, vector, twin in zip(keep, vectors, plans, strict=True):
-                if twin is not None and self._refresh(con, twin[0], now):
+                if twin is not None and self._refresh(con, twin[0], now, item):
                     note = f"{twin[1]} of {twin[0]} (refreshed)" if twin[0] else twin[1]
                     result.skipped.append((item.text, note))
+                    for old_id in item.supersedes if twin[0] else ():
+                        if old_id != twin[0]:
+                            changed += self._supersede(con, old_id, twin[0], item.scope)
                     continue
                 memory_id = uuid.uuid4().hex
                 when = now if item.created_at is None else item.created_at
@@ -466,8 +477,11 @@ class PersistentMemory:
         found = []
         for group in _groups(items):
             turns = [item.text for item in group]
-            known = self.search(
+            plan = self._plan_search(
                 _known_query(turns), user_id=group[0].scope["user_id"], k=10
+            )
+            known = self._ranked(
+                plan, self._embedding.embed_query(plan.query), record_use=False
             )
             found.append((group, extract(self._extractor, turns, known)))
         return _fact_items(found)
@@ -480,8 +494,12 @@ class PersistentMemory:
         found = []
         for group in _groups(items):
             turns = [item.text for item in group]
-            known = await self.asearch(
+            plan = self._plan_search(
                 _known_query(turns), user_id=group[0].scope["user_id"], k=10
+            )
+            vector = await self._embedding.aembed_query(plan.query)
+            known = await run_in_executor(
+                None, functools.partial(self._ranked, plan, vector, record_use=False)
             )
             found.append((group, await aextract(self._extractor, turns, known)))
         return _fact_items(found)
@@ -571,8 +589,14 @@ class PersistentMemory:
         self._audit(con, memory_id, meta["user_id"], op, text=text, meta=meta)
         return label
 
-    def _refresh(self, con: Connection, memory_id: str, now: float) -> bool:
-        """Mark a memory as written again now; False if it is gone (or none)."""
+    def _refresh(
+        self, con: Connection, memory_id: str, now: float, item: _Item
+    ) -> bool:
+        """Mark a memory as written again now, merging what the new copy adds.
+
+        The higher importance and the union of source ids are kept. Returns
+        False if the memory is gone (a twin within the same call: True).
+        """
         if not memory_id:
             return True  # a twin within the same batch: nothing stored yet
         row = con.execute(
@@ -580,15 +604,19 @@ class PersistentMemory:
         ).fetchone()
         if row is None:
             return False
-        meta = {**json.loads(row[1]), "updated_at": now}
+        label, meta = row[0], {**json.loads(row[1]), "updated_at": now}
+        meta["importance"] = max(meta.get("importance", 0.5), item.attrs["importance"])
+        sources = [*meta.get("source_ids", []), *item.attrs.get("source_ids", [])]
+        if sources:
+            meta["source_ids"] = [*dict.fromkeys(sources)]
         con.execute(
             "UPDATE documents SET metadata = ? WHERE label = ?",
-            (_metadata_json(meta, 0), row[0]),
+            (_metadata_json(meta, 0), label),
         )
-        con.execute(
-            "UPDATE metadata_index SET value = ? WHERE key = 'updated_at'"
-            " AND label = ?",
-            (now, row[0]),
+        con.execute("DELETE FROM metadata_index WHERE label = ?", (label,))
+        con.executemany(
+            "INSERT INTO metadata_index (key, type, value, label) VALUES (?, ?, ?, ?)",
+            index_rows(label, meta),
         )
         self._audit(con, memory_id, meta["user_id"], "refresh")
         return True
@@ -634,6 +662,8 @@ class PersistentMemory:
         if len(texts) != 1:
             msg = "update() takes one string as the new content."
             raise TypeError(msg)
+        with self._db.read() as con:
+            self._owned(con, memory_id, user_id)  # before paying for an embedding
         vector = self._embed(texts)[0]
         with self._db.write() as con:
             old = self._owned(con, memory_id, user_id)
@@ -703,6 +733,22 @@ class PersistentMemory:
     def _remove(
         self, con: Connection, ids: builtins.list[str], labels: builtins.list[int]
     ) -> None:
+        # Cached vectors of removed texts go too: the cache must not tell
+        # anyone later what a forgotten user had stored.
+        texts = [
+            row[0]
+            for part in _chunks(labels)
+            for row in con.execute(
+                f"SELECT text FROM documents WHERE label IN ({_marks(part)})",  # noqa: S608
+                part,
+            )
+        ]
+        digests = [hashlib.sha256(text.encode()).digest() for text in texts]
+        for part in _chunks(digests):
+            con.execute(
+                f"DELETE FROM embedding_cache WHERE text_hash IN ({_marks(part)})",  # noqa: S608
+                part,
+            )
         self._store._delete_rows(con, ids)  # noqa: SLF001
         for part in _chunks(labels):
             marks = _marks(part)
@@ -739,7 +785,7 @@ class PersistentMemory:
         with self._db.write() as con:
             flt = (
                 {"user_id": _check_id(user_id, "user_id")}
-                if user_id
+                if user_id is not None
                 else {"user_id": {"$exists": True}}
             )
             labels = self._labels(con, flt)
@@ -778,7 +824,7 @@ class PersistentMemory:
         with self._db.read() as con:
             flt = (
                 {"user_id": _check_id(user_id, "user_id")}
-                if user_id
+                if user_id is not None
                 else {"user_id": {"$exists": True}}
             )
             labels = self._labels(con, flt)
@@ -938,8 +984,8 @@ class PersistentMemory:
         k: int = 5,
         kinds: Sequence[str] | None = None,
         filter: Mapping[str, Any] | None = None,  # noqa: A002 - LangChain's name
-        since: float | None = None,
-        until: float | None = None,
+        since: float | dt.datetime | None = None,
+        until: float | dt.datetime | None = None,
         token_budget: int | None = None,
     ) -> builtins.list[Document]:
         """The memories of `user_id` most relevant to `query`, best first.
@@ -970,11 +1016,11 @@ class PersistentMemory:
         *,
         user_id: str,
         k: int,
-        kinds: Sequence[str] | None,
-        flt: Mapping[str, Any] | None,
-        since: float | None,
-        until: float | None,
-        token_budget: int | None,
+        kinds: Sequence[str] | None = None,
+        flt: Mapping[str, Any] | None = None,
+        since: float | dt.datetime | None = None,
+        until: float | dt.datetime | None = None,
+        token_budget: int | None = None,
     ) -> _SearchPlan:
         """Check a search's arguments (before any embedding call)."""
         if not isinstance(query, str) or not query.strip():
@@ -990,7 +1036,7 @@ class PersistentMemory:
         return _SearchPlan(query, user_id, k, scope, token_budget)
 
     def _ranked(
-        self, plan: _SearchPlan, vector: Sequence[float]
+        self, plan: _SearchPlan, vector: Sequence[float], *, record_use: bool = True
     ) -> builtins.list[Document]:
         """Rank the user's memories for a planned search and its query vector."""
         query, user_id, k, scope = plan.query, plan.user_id, plan.k, plan.scope
@@ -1004,13 +1050,16 @@ class PersistentMemory:
                 fused = _fuse([lb for lb, _ in dense], [lb for lb, _ in keyword])
             else:
                 fused = _average(dense, keyword, self._keyword_weight)
-            documents = self._rows(list(fused))
+            found = self._store._documents(list(fused))  # noqa: SLF001
             use = self._use(con, list(fused))
         dense_scores = dict(dense)
         keyword_scores = dict(keyword)
         now = time.time()
         ranked: builtins.list[tuple[float, Document]] = []
-        for doc, label in zip(documents, fused, strict=True):
+        for label in fused:
+            doc = found.get(label)
+            if doc is None:
+                continue  # removed under us (e.g. through the store directly)
             last_used, use_count = use.get(label, (None, 0))
             touched = max(doc.metadata["updated_at"], last_used or 0.0)
             decay = (
@@ -1041,7 +1090,8 @@ class PersistentMemory:
                     break
                 spent += cost
             chosen.append(doc)
-        self._note_use(chosen)
+        if record_use:
+            self._note_use(chosen)
         return chosen
 
     async def asearch(
@@ -1052,8 +1102,8 @@ class PersistentMemory:
         k: int = 5,
         kinds: Sequence[str] | None = None,
         filter: Mapping[str, Any] | None = None,  # noqa: A002 - LangChain's name
-        since: float | None = None,
-        until: float | None = None,
+        since: float | dt.datetime | None = None,
+        until: float | dt.datetime | None = None,
         token_budget: int | None = None,
     ) -> builtins.list[Document]:
         """Async `search`: embeds with `aembed_query`, reads the disk in a thread."""
@@ -1075,7 +1125,7 @@ class PersistentMemory:
         content: str | Sequence[BaseMessage],
         *,
         user_id: str,
-        kind: str = "fact",
+        kind: str | None = None,
         session_id: str | None = None,
         agent_id: str | None = None,
         metadata: Mapping[str, Any] | None = None,
@@ -1183,8 +1233,8 @@ class PersistentMemory:
         user_id: str,
         kinds: Sequence[str] | None,
         extra: Mapping[str, Any] | None,
-        since: float | None,
-        until: float | None,
+        since: float | dt.datetime | None,
+        until: float | dt.datetime | None,
     ) -> dict[str, Any]:
         parts: builtins.list[dict[str, Any]] = [
             {"user_id": _check_id(user_id, "user_id")},
@@ -1195,9 +1245,9 @@ class PersistentMemory:
                 raise TypeError(msg)
             parts.append({"kind": {"$in": list(kinds)}})
         if since is not None:
-            parts.append({"created_at": {"$gte": float(since)}})
+            parts.append({"created_at": {"$gte": _epoch(since, "since")}})
         if until is not None:
-            parts.append({"created_at": {"$lt": float(until)}})
+            parts.append({"created_at": {"$lt": _epoch(until, "until")}})
         if extra:
             parts.append(dict(extra))
         return {"$and": parts}
@@ -1308,6 +1358,15 @@ class PersistentMemory:
 # ------------------------------------------------------------------ helpers
 
 
+def _epoch(value: object, name: str) -> float:
+    if isinstance(value, dt.datetime):
+        return value.timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    msg = f"{name} must be epoch seconds or a datetime, got {value!r}."
+    raise TypeError(msg)
+
+
 def _approximate_tokens(text: str) -> int:
     return count_tokens_approximately([text], extra_tokens_per_message=0)
 
@@ -1408,7 +1467,7 @@ def _items(
     content: object,
     *,
     user_id: str,
-    kind: str = "fact",
+    kind: str | None = None,
     session_id: str | None = None,
     agent_id: str | None = None,
     metadata: Mapping[str, Any] | None = None,
@@ -1419,8 +1478,8 @@ def _items(
 ) -> list[_Item]:
     scope = _scope(user_id, session_id, agent_id)
     texts, extra = _contents(content)
-    if not isinstance(content, str) and kind == "fact":
-        kind = "message"
+    if kind is None:
+        kind = "fact" if isinstance(content, str) else "message"
     base = _attributes(kind, metadata, importance, source_ids)
     if context is not None and not isinstance(context, str):
         msg = f"context must be a str, got {type(context).__name__}."

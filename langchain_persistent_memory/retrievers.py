@@ -69,7 +69,10 @@ class PersistentMemoryRetriever(BaseRetriever):
                 "config={'configurable': {'user_id': ...}}, or set the field."
             )
             raise ValueError(msg)
-        return str(user_id)
+        if not isinstance(user_id, str):
+            msg = f"user_id must be a str, got {type(user_id).__name__}."
+            raise TypeError(msg)
+        return user_id
 
     @override
     def invoke(

@@ -177,3 +177,36 @@ async def test_async_add_extracts_and_supersedes(tmp_path: Path) -> None:
         hits = await memory.asearch("where does the user live", user_id="u", k=3)
         assert [d.page_content for d in hits] == ["User lives in Oslo."]
         assert hits[0].id == oslo
+
+
+def test_duplicate_fact_still_supersedes(tmp_path: Path) -> None:
+    def tea_not_coffee(known: dict[str, str], new: str) -> Facts:
+        if "not coffee" in new:
+            coffee = [i for i, text in known.items() if "coffee" in text]
+            return Facts(
+                facts=[
+                    Fact(kind="preference", text="User likes tea.", supersedes=coffee)
+                ]
+            )
+        drink = "tea" if "tea" in new else "coffee"
+        verb = "likes" if drink == "tea" else "prefers"
+        return Facts(facts=[Fact(kind="preference", text=f"User {verb} {drink}.")])
+
+    with memory_with(tmp_path, tea_not_coffee) as memory:
+        tea = memory.add("I like tea", user_id="u").ids[0]
+        coffee = memory.add("I prefer coffee", user_id="u").ids[0]
+        result = memory.add("Actually I like tea, not coffee", user_id="u")
+        assert result.ids == []  # the fact is a duplicate of the tea memory...
+        assert memory.get(coffee, user_id="u") is None  # ...and still supersedes
+        assert memory.history(coffee, user_id="u")[-1]["metadata"] == {
+            "superseded_by": tea
+        }
+
+
+def test_extraction_does_not_count_as_use(tmp_path: Path) -> None:
+    with memory_with(tmp_path, where_they_live) as memory:
+        memory.add("I live in Paris", user_id="u")
+        for _ in range(5):
+            memory.add("Nothing new today, just a walk", user_id="u")
+        hit = memory.search("where does the user live", user_id="u", k=1)[0]
+        assert hit.metadata["scores"]["use"] == 1.0

@@ -157,6 +157,14 @@ def test_gate_skips_small_talk_before_embedding(tmp_path: Path) -> None:
         ("Hey! I got the job at the hospital!", False),
         ("No, I never went to Paris", False),
         ("Thanks for the book about Rome", False),
+        ("Bye Nate!", True),
+        ("Thanks, Melanie!", True),
+        ("I like Tokyo", False),
+        ("I love Python", False),
+        ("Let's go to Japan", False),
+        ("Going to see Taylor Swift tonight!", False),
+        ("Thanks! I'm going to Berlin tomorrow", False),
+        ("Porto!", False),
     ],
 )
 def test_default_write_gate(text: str, skip: bool) -> None:
@@ -541,3 +549,76 @@ async def test_async_twins_await_the_embedding(tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="k must"):
             await memory.asearch("pens", user_id="p", k=0)
     assert calls == ["aembed_documents", "aembed_query"]
+
+
+def test_empty_user_id_never_means_everyone(
+    memory: PersistentMemory, tmp_path: Path
+) -> None:
+    memory.add("Alice's note about the garden", user_id="alice")
+    memory.add("Bob's PIN hint: his first cat", user_id="bob")
+    with pytest.raises(TypeError, match="user_id"):
+        memory.export(tmp_path / "x.jsonl", user_id="")
+    with pytest.raises(TypeError, match="user_id"):
+        memory.prune(user_id="", max_per_user=0)
+    assert not (tmp_path / "x.jsonl").exists()
+    assert memory.stats().memories == 2
+
+
+def test_forget_scrubs_the_embedding_cache(tmp_path: Path) -> None:
+    embedder = CountingEmbeddings(size=16)
+    embedder.calls.clear()
+    with PersistentMemory(tmp_path / "m", embedder) as memory:
+        memory.add("Alice's secret: she is moving to Reykjavik", user_id="alice")
+        memory.forget("alice")
+        hits_before = memory.stats().cache_hits
+        memory.add("Alice's secret: she is moving to Reykjavik", user_id="mallory")
+        assert memory.stats().cache_hits == hits_before  # no oracle
+    assert len(embedder.calls) == 2
+
+
+def test_refresh_keeps_the_new_copys_importance_and_sources(
+    memory: PersistentMemory,
+) -> None:
+    first = memory.add(
+        "Dan is allergic to peanuts", user_id="d", importance=0.2, source_ids=["s1"]
+    ).ids[0]
+    again = memory.add(
+        "dan is allergic to peanuts", user_id="d", importance=0.9, source_ids=["s2"]
+    )
+    assert again.ids == []
+    stored = memory.get(first, user_id="d")
+    assert stored is not None
+    assert stored.metadata["importance"] == 0.9
+    assert stored.metadata["source_ids"] == ["s1", "s2"]
+    assert [d.id for d in memory.search("peanuts", user_id="d", k=3)] == [first]
+
+
+def test_search_survives_a_row_removed_underneath(memory: PersistentMemory) -> None:
+    ids = [
+        memory.add(f"Note {i} about the harbour", user_id="h").ids[0] for i in range(5)
+    ]
+    memory.store.delete([ids[0]])  # bypasses the memory layer on purpose
+    hits = memory.search("harbour", user_id="h", k=5)
+    assert ids[0] not in {d.id for d in hits}
+    assert len(hits) == 4
+
+
+def test_since_until_accept_datetimes_and_kind_follows_content(
+    memory: PersistentMemory,
+) -> None:
+    import datetime as dt
+
+    memory.add(
+        "An event in 2020 about the harbour", user_id="u", created_at=1_600_000_000.0
+    )
+    later = dt.datetime(2021, 1, 1, tzinfo=dt.timezone.utc)
+    assert memory.search("harbour event", user_id="u", k=5, since=later) == []
+    assert len(memory.search("harbour event", user_id="u", k=5, until=later)) == 1
+    with pytest.raises(TypeError, match="since"):
+        memory.search("harbour", user_id="u", since="2021-01-01")
+    explicit = memory.add(
+        [HumanMessage("I collect stamps from Chile")], user_id="u", kind="fact"
+    )
+    stored = memory.get(explicit.ids[0], user_id="u")
+    assert stored is not None
+    assert stored.metadata["kind"] == "fact"

@@ -62,6 +62,8 @@ def test_user_comes_from_call_config_or_field() -> None:
     by_kwarg = retriever.invoke("hiking", user_id="u1", k=2)
     assert len(by_kwarg) == 2
     assert {d.metadata["user_id"] for d in by_kwarg} == {"u1"}
+    with pytest.raises(TypeError, match="user_id must be a str"):
+        retriever.invoke("hiking", user_id=5)
     fielded = PersistentMemoryRetriever(memory=memory, user_id="u2")
     assert [d.metadata["user_id"] for d in fielded.invoke("hiking")] == ["u2"]
     # Inside a chain, the config reaches the retriever.
