@@ -987,6 +987,7 @@ class PersistentMemory:
         since: float | dt.datetime | None = None,
         until: float | dt.datetime | None = None,
         token_budget: int | None = None,
+        diversity: float = 0.0,
     ) -> builtins.list[Document]:
         """The memories of `user_id` most relevant to `query`, best first.
 
@@ -994,6 +995,10 @@ class PersistentMemory:
         the user by the storage query, are fused (see `fusion`), then
         weighted by time decay, importance and use. With `token_budget`,
         memories are taken in rank order while their texts fit.
+
+        With `diversity` in (0, 1], results are re-ordered by maximal
+        marginal relevance: each next memory trades its score against its
+        similarity to those already chosen (0 is off; 1 is diversity only).
 
         Each document's metadata has `score` and `scores` (`dense`,
         `keyword`, `fused`, `decay`, `importance`, `use`), saying why it ranked.
@@ -1007,6 +1012,7 @@ class PersistentMemory:
             since=since,
             until=until,
             token_budget=token_budget,
+            diversity=diversity,
         )
         return self._ranked(plan, self._embedding.embed_query(query))
 
@@ -1021,6 +1027,7 @@ class PersistentMemory:
         since: float | dt.datetime | None = None,
         until: float | dt.datetime | None = None,
         token_budget: int | None = None,
+        diversity: float = 0.0,
     ) -> _SearchPlan:
         """Check a search's arguments (before any embedding call)."""
         if not isinstance(query, str) or not query.strip():
@@ -1032,8 +1039,11 @@ class PersistentMemory:
         if token_budget is not None and token_budget < 0:
             msg = f"token_budget must be >= 0, got {token_budget!r}."
             raise ValueError(msg)
+        if isinstance(diversity, bool) or not 0.0 <= diversity <= 1.0:
+            msg = f"diversity must be a number in [0, 1], got {diversity!r}."
+            raise ValueError(msg)
         scope = self._scope_filter(user_id, kinds, flt, since, until)
-        return _SearchPlan(query, user_id, k, scope, token_budget)
+        return _SearchPlan(query, user_id, k, scope, token_budget, float(diversity))
 
     def _ranked(
         self, plan: _SearchPlan, vector: Sequence[float], *, record_use: bool = True
@@ -1081,6 +1091,14 @@ class PersistentMemory:
             doc.metadata["score"] = score
             ranked.append((score, doc))
         ranked.sort(key=lambda pair: -pair[0])
+        if plan.diversity and len(ranked) > 1:
+            vectors = self._store._vectors(list(found))  # noqa: SLF001
+            by_id = {
+                doc.id: vectors[label]
+                for label, doc in found.items()
+                if label in vectors
+            }
+            ranked = _diversify(ranked, by_id, plan.diversity, k)
         chosen: builtins.list[Document] = []
         spent = 0
         for _, doc in ranked[:k]:
@@ -1105,6 +1123,7 @@ class PersistentMemory:
         since: float | dt.datetime | None = None,
         until: float | dt.datetime | None = None,
         token_budget: int | None = None,
+        diversity: float = 0.0,
     ) -> builtins.list[Document]:
         """Async `search`: embeds with `aembed_query`, reads the disk in a thread."""
         plan = self._plan_search(
@@ -1116,6 +1135,7 @@ class PersistentMemory:
             since=since,
             until=until,
             token_budget=token_budget,
+            diversity=diversity,
         )
         vector = await self._embedding.aembed_query(query)
         return await run_in_executor(None, self._ranked, plan, vector)
@@ -1546,6 +1566,7 @@ class _SearchPlan:
     k: int
     scope: dict[str, Any]
     token_budget: int | None
+    diversity: float = 0.0
 
 
 def _groups(items: Sequence[_Item]) -> list[list[_Item]]:
@@ -1588,6 +1609,38 @@ def _fact_items(
                 )
             )
     return facts, empty
+
+
+def _diversify(
+    ranked: list[tuple[float, Document]],
+    vectors: Mapping[str | None, np.ndarray],
+    diversity: float,
+    k: int,
+) -> list[tuple[float, Document]]:
+    """Greedy maximal marginal relevance over ranked memories (first k)."""
+    top = ranked[0][0] or 1.0
+    chosen: list[tuple[float, Document]] = []
+    rest = list(ranked)
+
+    def gain(pair: tuple[float, Document]) -> float:
+        mine = vectors.get(pair[1].id)
+        closest = 0.0
+        if mine is not None:
+            closest = max(
+                (
+                    float(mine @ vectors[doc.id])
+                    for _, doc in chosen
+                    if doc.id in vectors
+                ),
+                default=0.0,
+            )
+        return (1 - diversity) * pair[0] / top - diversity * closest
+
+    while rest and len(chosen) < k:
+        best = max(rest, key=gain)
+        chosen.append(best)
+        rest.remove(best)
+    return chosen + rest
 
 
 def _doomed(

@@ -786,6 +786,20 @@ class PersistentFAISS(VectorStore):
         ]
         return hits, vectors
 
+    def _vectors(self, labels: Sequence[int]) -> dict[int, npt.NDArray[np.float32]]:
+        """Index vectors (normalised for cosine) of the labels present."""
+        with self._index_lock:
+            if self._index is None:
+                return {}
+            wanted = np.asarray(labels, dtype=np.int64)
+            present = [
+                int(label)
+                for label in wanted
+                if 0 <= label < len(self._index._pos) and self._index._pos[label] >= 0  # noqa: SLF001
+            ]
+            rows = self._index.vectors_of(np.asarray(present, dtype=np.int64))
+        return dict(zip(present, rows, strict=True))
+
     def _documents(self, labels: Sequence[int]) -> dict[int, Document]:
         found: dict[int, Document] = {}
         with self._db.read() as con:

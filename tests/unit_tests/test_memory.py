@@ -622,3 +622,36 @@ def test_since_until_accept_datetimes_and_kind_follows_content(
     stored = memory.get(explicit.ids[0], user_id="u")
     assert stored is not None
     assert stored.metadata["kind"] == "fact"
+
+
+def test_diversity_spreads_results(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal(16).astype(np.float32)
+    other = rng.standard_normal(16).astype(np.float32)
+    table = {
+        "I drink green tea every morning": base,
+        "I drink green tea every evening": base
+        + 0.01 * rng.standard_normal(16).astype(np.float32),
+        "I drink green tea at lunch": base
+        + 0.01 * rng.standard_normal(16).astype(np.float32),
+        "I drink black coffee at work": other,
+        "what do I drink": base + 0.3 * other,
+    }
+
+    class Table(Embeddings):
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            return [table[t].tolist() for t in texts]
+
+        def embed_query(self, text: str) -> list[float]:
+            return table[text].tolist()
+
+    with PersistentMemory(tmp_path / "m", Table(), dedup_threshold=None) as memory:
+        for text in list(table)[:4]:
+            memory.add(text, user_id="u")
+        plain = memory.search("what do I drink", user_id="u", k=2)
+        assert all("tea" in d.page_content for d in plain)
+        varied = memory.search("what do I drink", user_id="u", k=2, diversity=0.7)
+        assert varied[0].id == plain[0].id
+        assert "coffee" in varied[1].page_content
+        with pytest.raises(ValueError, match="diversity"):
+            memory.search("what do I drink", user_id="u", diversity=1.5)
