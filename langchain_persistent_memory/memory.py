@@ -1196,6 +1196,112 @@ class PersistentMemory:
         )
         return await run_in_executor(None, self._write_items, keep, vectors, result)
 
+    # Async twins of the disk-bound methods: the work runs in a worker
+    # thread, so the event loop is never blocked.
+
+    async def aadd_many(
+        self,
+        items: Iterable[Mapping[str, Any]],
+        *,
+        batch_size: int = 256,
+        progress: bool | Callable[[int, int], None] = False,
+    ) -> AddResult:
+        """Async `add_many` (in a worker thread)."""
+        call = functools.partial(
+            self.add_many, items, batch_size=batch_size, progress=progress
+        )
+        return await run_in_executor(None, call)
+
+    async def aget(self, memory_id: str, *, user_id: str) -> Document | None:
+        """Async `get`."""
+        return await run_in_executor(
+            None, functools.partial(self.get, memory_id, user_id=user_id)
+        )
+
+    async def alist(
+        self,
+        *,
+        user_id: str,
+        kinds: Sequence[str] | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> builtins.list[Document]:
+        """Async `list`."""
+        call = functools.partial(
+            self.list, user_id=user_id, kinds=kinds, limit=limit, offset=offset
+        )
+        return await run_in_executor(None, call)
+
+    async def aupdate(
+        self,
+        memory_id: str,
+        content: str,
+        *,
+        user_id: str,
+        importance: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Document:
+        """Async `update` (embedding and disk work in a worker thread)."""
+        call = functools.partial(
+            self.update,
+            memory_id,
+            content,
+            user_id=user_id,
+            importance=importance,
+            metadata=metadata,
+        )
+        return await run_in_executor(None, call)
+
+    async def adelete(self, memory_id: str, *, user_id: str) -> bool:
+        """Async `delete`."""
+        return await run_in_executor(
+            None, functools.partial(self.delete, memory_id, user_id=user_id)
+        )
+
+    async def aforget(self, user_id: str) -> int:
+        """Async `forget`."""
+        return await run_in_executor(None, self.forget, user_id)
+
+    async def ahistory(
+        self, memory_id: str, *, user_id: str
+    ) -> builtins.list[dict[str, Any]]:
+        """Async `history`."""
+        return await run_in_executor(
+            None, functools.partial(self.history, memory_id, user_id=user_id)
+        )
+
+    async def aprune(
+        self,
+        *,
+        user_id: str | None = None,
+        older_than_days: float | None = None,
+        max_per_user: int | None = None,
+    ) -> int:
+        """Async `prune`."""
+        call = functools.partial(
+            self.prune,
+            user_id=user_id,
+            older_than_days=older_than_days,
+            max_per_user=max_per_user,
+        )
+        return await run_in_executor(None, call)
+
+    async def astats(self) -> MemoryStats:
+        """Async `stats`."""
+        return await run_in_executor(None, self.stats)
+
+    async def aexport(
+        self, path: str | os.PathLike[str], *, user_id: str | None = None
+    ) -> int:
+        """Async `export`."""
+        return await run_in_executor(
+            None, functools.partial(self.export, path, user_id=user_id)
+        )
+
+    async def aimport_(self, path: str | os.PathLike[str]) -> int:
+        """Async `import_`."""
+        return await run_in_executor(None, self.import_, path)
+
     def _keyword(
         self,
         con: Connection,

@@ -655,3 +655,47 @@ def test_diversity_spreads_results(tmp_path: Path) -> None:
         assert "coffee" in varied[1].page_content
         with pytest.raises(ValueError, match="diversity"):
             memory.search("what do I drink", user_id="u", diversity=1.5)
+
+
+async def test_every_method_has_an_async_twin(tmp_path: Path) -> None:
+    with PersistentMemory(
+        tmp_path / "m", DeterministicFakeEmbedding(size=16)
+    ) as memory:
+        added = await memory.aadd_many(
+            [
+                {"content": f"Async note {i} about rivers", "user_id": "a"}
+                for i in range(3)
+            ]
+        )
+        first = added.ids[0]
+        assert (await memory.aget(first, user_id="a")) is not None
+        assert len(await memory.alist(user_id="a")) == 3
+        updated = await memory.aupdate(first, "Async note about lakes", user_id="a")
+        assert updated.page_content == "Async note about lakes"
+        assert [h["op"] for h in await memory.ahistory(first, user_id="a")] == [
+            "add",
+            "update",
+        ]
+        assert await memory.adelete(first, user_id="a") is True
+        assert (await memory.astats()).memories == 2
+        assert await memory.aexport(tmp_path / "a.jsonl", user_id="a") == 2
+        assert await memory.aprune(user_id="a", max_per_user=1) == 1
+        assert await memory.aforget("a") == 1
+        assert await memory.aimport_(tmp_path / "a.jsonl") == 2
+    public = {name for name in dir(PersistentMemory) if not name.startswith("_")}
+    sync_methods = {
+        "add",
+        "add_many",
+        "search",
+        "get",
+        "list",
+        "update",
+        "delete",
+        "forget",
+        "history",
+        "prune",
+        "stats",
+        "export",
+        "import_",
+    }
+    assert {f"a{name}" for name in sync_methods} <= public
