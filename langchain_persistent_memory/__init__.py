@@ -9,6 +9,7 @@ gate for small talk, deduplication, an audit trail and `forget`.
 
 from __future__ import annotations
 
+from langchain_persistent_memory.embeddings import LocalEmbeddings
 from langchain_persistent_memory.errors import (
     CorruptStoreError,
     EmbeddingMismatchError,
@@ -28,6 +29,7 @@ __all__ = [
     "AddResult",
     "CorruptStoreError",
     "EmbeddingMismatchError",
+    "LocalEmbeddings",
     "MemoryStats",
     "PersistentFAISS",
     "PersistentMemory",

@@ -23,6 +23,10 @@ def _embedding(spec: str) -> Embeddings:
     if spec == "fake":
         # Vectors without meaning: the keyword side alone decides.
         return DeterministicFakeEmbedding(size=64)
+    if spec == "local":
+        from langchain_persistent_memory.embeddings import LocalEmbeddings  # noqa: PLC0415
+
+        return LocalEmbeddings()
     module_name, _, attribute = spec.partition(":")
     if not attribute:
         msg = f"--embedding takes 'fake' or 'module:callable', got {spec!r}."
@@ -48,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     locomo.add_argument(
         "--embedding",
         default="fake",
-        help="'fake' (vectors without meaning; ranks by keyword search alone) "
-        "or 'module:callable' returning a LangChain Embeddings",
+        help="'fake' (vectors without meaning; ranks by keyword search alone), "
+        "'local' (the offline LocalEmbeddings, extra 'local'), or "
+        "'module:callable' returning a LangChain Embeddings",
     )
     locomo.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)

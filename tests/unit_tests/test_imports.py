@@ -4,6 +4,7 @@ EXPECTED_ALL = [
     "AddResult",
     "CorruptStoreError",
     "EmbeddingMismatchError",
+    "LocalEmbeddings",
     "MemoryStats",
     "PersistentFAISS",
     "PersistentMemory",
