@@ -43,6 +43,10 @@ class LocalEmbeddings(Embeddings):
     model = "multilingual-e5-small-q4"
     """Recorded in a store, so a store is never opened with another model."""
     dimension = 384
+    near_duplicate_threshold = 0.98
+    """E5's cosines run high even for different sentences (0.95 joins "Wow,
+    that painting is awesome!" with "Wow, your group sounds awesome!"), so
+    `PersistentMemory` treats texts as near duplicates only from 0.98."""
 
     def __init__(self, *, num_threads: int | None = None) -> None:
         """Load the model (a few hundred milliseconds).

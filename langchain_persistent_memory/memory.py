@@ -66,6 +66,7 @@ RESERVED_KEYS = frozenset(
         "superseded_by",
     }
 )
+_DEDUP_DEFAULT = 0.95  # cosine at which two memories count as one
 _RRF_K = 60  # reciprocal rank fusion constant (Cormack et al., 2009)
 _MAX_ID = 256
 
@@ -204,7 +205,9 @@ class PersistentMemory:
             days since it was last written or used. None (default) is off.
         dedup_threshold: A new memory whose cosine similarity to one of the
             same user's memories of the same kind reaches this refreshes that
-            memory instead of adding a copy. None turns it off.
+            memory instead of adding a copy. `"auto"` (default) takes the
+            embedding's `near_duplicate_threshold` attribute if it has one
+            (`LocalEmbeddings`: 0.98), else 0.95. None turns it off.
         token_counter: Counts the tokens of a memory's text for
             `token_budget`; defaults to langchain-core's offline
             `count_tokens_approximately`.
@@ -232,7 +235,7 @@ class PersistentMemory:
         *,
         write_gate: Callable[[str], str | None] | None = default_write_gate,
         half_life_days: float | None = None,
-        dedup_threshold: float | None = 0.95,
+        dedup_threshold: float | Literal["auto"] | None = "auto",
         token_counter: Callable[[str], int] | None = None,
         fusion: Literal["score", "rrf"] = "score",
         keyword_weight: float = 0.5,
@@ -257,6 +260,10 @@ class PersistentMemory:
         if half_life_days is not None and not half_life_days > 0:
             msg = f"half_life_days must be > 0 or None, got {half_life_days!r}."
             raise ValueError(msg)
+        if dedup_threshold == "auto":
+            dedup_threshold = float(
+                getattr(embedding, "near_duplicate_threshold", _DEDUP_DEFAULT)
+            )
         if dedup_threshold is not None and not 0 < dedup_threshold <= 1:
             msg = f"dedup_threshold must be in (0, 1] or None, got {dedup_threshold!r}."
             raise ValueError(msg)

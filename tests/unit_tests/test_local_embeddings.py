@@ -52,3 +52,26 @@ def test_memory_finds_by_meaning(tmp_path: Path, local: LocalEmbeddings) -> None
         hits = memory.search("Which animal lives with them?", user_id="u", k=1)
         assert [d.id for d in hits] == [pet]
         assert hits[0].metadata["scores"]["keyword"] is None  # meaning alone found it
+
+
+def test_near_duplicates_follow_the_models_scale(
+    tmp_path: Path, local: LocalEmbeddings
+) -> None:
+    """E5 puts different sentences above 0.95; its own threshold keeps them apart."""
+    a = "Wow, Caroline, that painting is awesome! Those colors are so vivid."
+    b = "Wow, Caroline, your group sounds awesome! Supporting each other matters."
+    similarity = float(
+        np.asarray(local.embed_query(a)) @ np.asarray(local.embed_documents([b])[0])
+    )
+    with PersistentMemory(tmp_path / "m", local) as memory:
+        first = memory.add(a, user_id="u")
+        second = memory.add(b, user_id="u")
+        assert len(first.ids) == 1
+        assert len(second.ids) == 1, second.skipped
+        paraphrase = memory.add(
+            "Wow, Caroline, that painting is awesome! Those colours are so vivid.",
+            user_id="u",
+        )
+        assert paraphrase.ids == []
+        assert "near-duplicate" in paraphrase.skipped[0][1]
+    assert similarity < LocalEmbeddings.near_duplicate_threshold

@@ -699,3 +699,17 @@ async def test_every_method_has_an_async_twin(tmp_path: Path) -> None:
         "import_",
     }
     assert {f"a{name}" for name in sync_methods} <= public
+
+
+def test_dedup_threshold_auto_reads_the_embedding(tmp_path: Path) -> None:
+    class Declaring(DeterministicFakeEmbedding):
+        near_duplicate_threshold: float = 0.5
+
+    with PersistentMemory(tmp_path / "a", Declaring(size=8)) as memory:
+        assert memory._dedup == 0.5
+    with PersistentMemory(tmp_path / "b", DeterministicFakeEmbedding(size=8)) as memory:
+        assert memory._dedup == 0.95
+    with PersistentMemory(
+        tmp_path / "c", Declaring(size=8), dedup_threshold=0.9
+    ) as memory:
+        assert memory._dedup == 0.9
