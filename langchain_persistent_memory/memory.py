@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-BUILTIN_KINDS = ("preference", "fact", "decision", "event", "message")
 RESERVED_KEYS = frozenset(
     {
         "user_id",
@@ -515,9 +514,7 @@ class PersistentMemory:
         self, con: Connection, old_id: str, new_id: str, scope: Mapping[str, str]
     ) -> int:
         """Take `old_id` out of search; its history records what replaced it."""
-        labels = self._ids_to_labels(
-            con, [old_id], self._labels(con, {"user_id": scope["user_id"]})
-        )
+        labels = self._owned_labels(con, [old_id], scope["user_id"])
         if not labels:
             return 0  # already gone, or not this user's
         self._remove(con, [old_id], labels)
@@ -704,8 +701,7 @@ class PersistentMemory:
     def delete(self, memory_id: str, *, user_id: str) -> bool:
         """Delete one memory of `user_id`; False if there was none."""
         with self._db.write() as con:
-            labels = self._labels(con, {"user_id": _check_id(user_id, "user_id")})
-            mine = self._ids_to_labels(con, [memory_id], labels)
+            mine = self._owned_labels(con, [memory_id], _check_id(user_id, "user_id"))
             if not mine:
                 return False
             self._remove(con, [memory_id], mine)
@@ -1393,23 +1389,23 @@ class PersistentMemory:
         found = self._store._documents(labels)  # noqa: SLF001
         return [found[label] for label in labels if label in found]
 
-    def _ids_to_labels(
-        self, con: Connection, ids: Sequence[str], allowed: Sequence[int]
+    def _owned_labels(
+        self, con: Connection, ids: Sequence[str], user_id: str
     ) -> builtins.list[int]:
-        allowed_set = set(allowed)
-        labels = [
+        """Labels of those of `ids` that are memories of `user_id` (one query)."""
+        return [
             row[0]
             for part in _chunks(list(ids))
             for row in con.execute(
-                f"SELECT label FROM documents WHERE id IN ({_marks(part)})",  # noqa: S608
-                part,
+                "SELECT d.label FROM documents AS d JOIN metadata_index AS m"  # noqa: S608
+                " ON m.label = d.label AND m.key = 'user_id' AND m.type = 'str'"
+                f" AND m.value = ? WHERE d.id IN ({_marks(part)})",
+                (user_id, *part),
             )
         ]
-        return [label for label in labels if label in allowed_set]
 
     def _owned(self, con: Connection, memory_id: str, user_id: str) -> Document:
-        allowed = self._labels(con, {"user_id": _check_id(user_id, "user_id")})
-        labels = self._ids_to_labels(con, [memory_id], allowed)
+        labels = self._owned_labels(con, [memory_id], _check_id(user_id, "user_id"))
         if not labels:
             msg = f"User {user_id!r} has no memory {memory_id!r}."
             raise KeyError(msg)
