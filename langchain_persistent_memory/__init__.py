@@ -5,6 +5,9 @@ SQLite holds the truth, a FAISS index checkpoint makes opening fast, and every
 write is acknowledged only once it is committed. `PersistentMemory` builds
 per-user long-term memory on it: hybrid (vector + keyword) search, a write
 gate for small talk, deduplication, an audit trail and `forget`.
+`PersistentChatMessageHistory` keeps chat sessions in the same store, and
+`with_persistent_memory` wraps a chat model or chain so that each call gets
+the user's memories in its prompt and leaves the turn in memory.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from langchain_persistent_memory.errors import (
     PersistentMemoryError,
     StoreBusyError,
 )
+from langchain_persistent_memory.history import PersistentChatMessageHistory
 from langchain_persistent_memory.memory import (
     AddResult,
     MemoryStats,
@@ -23,6 +27,12 @@ from langchain_persistent_memory.memory import (
     default_write_gate,
 )
 from langchain_persistent_memory.retrievers import PersistentMemoryRetriever
+from langchain_persistent_memory.runnables import (
+    RunnableWithPersistentMemory,
+    create_memory_prompt,
+    format_memories,
+    with_persistent_memory,
+)
 from langchain_persistent_memory.vectorstores import PersistentFAISS
 
 __all__ = [
@@ -31,10 +41,15 @@ __all__ = [
     "EmbeddingMismatchError",
     "LocalEmbeddings",
     "MemoryStats",
+    "PersistentChatMessageHistory",
     "PersistentFAISS",
     "PersistentMemory",
     "PersistentMemoryError",
     "PersistentMemoryRetriever",
+    "RunnableWithPersistentMemory",
     "StoreBusyError",
+    "create_memory_prompt",
     "default_write_gate",
+    "format_memories",
+    "with_persistent_memory",
 ]

@@ -31,6 +31,7 @@ from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.runnables.config import run_in_executor
 from typing_extensions import Self
 
+from langchain_persistent_memory._defaults import default_embeddings
 from langchain_persistent_memory._filters import compile_filter, index_rows
 from langchain_persistent_memory.extraction import Fact, aextract, extract
 from langchain_persistent_memory.vectorstores import (
@@ -63,6 +64,7 @@ RESERVED_KEYS = frozenset(
         "source_ids",
         "content_hash",
         "superseded_by",
+        "chat_seq",
     }
 )
 _DEDUP_DEFAULT = 0.95  # cosine at which two memories count as one
@@ -91,6 +93,24 @@ _SCHEMA = (
         "CREATE TABLE IF NOT EXISTS embedding_cache ("
         " model TEXT NOT NULL, text_hash BLOB NOT NULL, vector BLOB NOT NULL,"
         " PRIMARY KEY (model, text_hash)) WITHOUT ROWID"
+    ),
+    # The chat log of `PersistentChatMessageHistory`. `pending` marks messages
+    # still to be offered to long-term memory: the log is the outbox, so a
+    # failed embedding call is retried later instead of losing the message.
+    (
+        "CREATE TABLE IF NOT EXISTS chat_messages ("
+        " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " user_id TEXT NOT NULL, session_id TEXT NOT NULL,"
+        " message TEXT NOT NULL, created_at REAL NOT NULL,"
+        " pending INTEGER NOT NULL DEFAULT 0)"
+    ),
+    (
+        "CREATE INDEX IF NOT EXISTS chat_messages_session"
+        " ON chat_messages (user_id, session_id, seq)"
+    ),
+    (
+        "CREATE INDEX IF NOT EXISTS chat_messages_pending"
+        " ON chat_messages (user_id, session_id, seq) WHERE pending = 1"
     ),
 )
 
@@ -198,6 +218,9 @@ class PersistentMemory:
     Args:
         path: Directory of the store (created if missing).
         embedding: The LangChain `Embeddings` used for memories and queries.
+            When None: OpenAI `text-embedding-3-small` if `OPENAI_API_KEY`
+            is set (the `openai` extra), else `PersistentMemoryError` saying
+            how to choose one (`LocalEmbeddings()` runs offline).
         write_gate: Called with each text before anything is embedded;
             returns a reason to skip it or None. `None` stores everything.
         half_life_days: Time decay: a memory's score halves every this many
@@ -230,7 +253,7 @@ class PersistentMemory:
     def __init__(
         self,
         path: str | os.PathLike[str],
-        embedding: Embeddings,
+        embedding: Embeddings | None = None,
         *,
         write_gate: Callable[[str], str | None] | None = default_write_gate,
         half_life_days: float | None = None,
@@ -259,6 +282,7 @@ class PersistentMemory:
         if half_life_days is not None and not half_life_days > 0:
             msg = f"half_life_days must be > 0 or None, got {half_life_days!r}."
             raise ValueError(msg)
+        embedding = default_embeddings() if embedding is None else embedding
         if dedup_threshold == "auto":
             dedup_threshold = float(
                 getattr(embedding, "near_duplicate_threshold", _DEDUP_DEFAULT)
@@ -405,15 +429,51 @@ class PersistentMemory:
                 report(min(start + batch_size, len(prepared)), len(prepared))
         return result
 
-    def _add_items(self, items: Sequence[_Item]) -> AddResult:
+    def _add_items(
+        self, items: Sequence[_Item], also: Callable[[Connection], None] | None = None
+    ) -> AddResult:
+        """Gate, extract, embed and write; `also` joins the write transaction."""
         result, keep = self._gate_items(items)
         if keep and self._extractor is not None:
             keep, none_found = self._extract(keep)
             result.skipped.extend((text, "no facts extracted") for text in none_found)
         if not keep:
-            return result
+            return self._write_items([], np.empty((0, 0)), result, also)
         vectors = self._embed([item.text for item in keep])
-        return self._write_items(keep, vectors, result)
+        return self._write_items(keep, vectors, result, also)
+
+    async def _aadd_items(
+        self, items: Sequence[_Item], also: Callable[[Connection], None] | None = None
+    ) -> AddResult:
+        """Async `_add_items`: awaits the model calls, writes in a worker thread."""
+        result, keep = self._gate_items(items)
+        if keep and self._extractor is not None:
+            keep, none_found = await self._aextract(keep)
+            result.skipped.extend((text, "no facts extracted") for text in none_found)
+        if not keep:
+            return await run_in_executor(
+                None, self._write_items, [], np.empty((0, 0)), result, also
+            )
+        hashes, cached, missing = await run_in_executor(
+            None, self._cache_lookup, [item.text for item in keep]
+        )
+        fresh = (
+            await self._embedding.aembed_documents([keep[i].text for i in missing])
+            if missing
+            else []
+        )
+        vectors = await run_in_executor(
+            None,
+            self._cache_fill,
+            [item.text for item in keep],
+            hashes,
+            cached,
+            missing,
+            fresh,
+        )
+        return await run_in_executor(
+            None, self._write_items, keep, vectors, result, also
+        )
 
     def _gate_items(
         self, items: Sequence[_Item]
@@ -429,15 +489,27 @@ class PersistentMemory:
         return result, keep
 
     def _write_items(
-        self, keep: Sequence[_Item], vectors: np.ndarray, result: AddResult
+        self,
+        keep: Sequence[_Item],
+        vectors: np.ndarray,
+        result: AddResult,
+        also: Callable[[Connection], None] | None = None,
     ) -> AddResult:
-        """Refresh twins, store the rest, supersede what the facts replace."""
+        """Refresh twins, store the rest, supersede what the facts replace.
+
+        `also`, if given, runs inside the same transaction (even when there
+        is nothing to store), so its writes commit together with these.
+        """
+        if not keep and also is None:
+            return result
         # Duplicates are judged on committed memories, before the write
         # transaction: a search must never read a transaction's own rows.
         plans = self._plan(keep, vectors)
         now = time.time()
         changed = 0
         with self._db.write() as con:
+            if also is not None:
+                also(con)
             for item, vector, twin in zip(keep, vectors, plans, strict=True):
                 if twin is not None and self._refresh(con, twin[0], now, item):
                     note = f"{twin[1]} of {twin[0]} (refreshed)" if twin[0] else twin[1]
@@ -710,7 +782,7 @@ class PersistentMemory:
         return True
 
     def forget(self, user_id: str) -> int:
-        """Remove everything of `user_id`: memories, history and use counts.
+        """Remove everything of `user_id`: memories, audit trail, chat sessions.
 
         Returns:
             How many memories were removed.
@@ -729,6 +801,7 @@ class PersistentMemory:
             if ids:
                 self._remove(con, ids, labels)
             con.execute("DELETE FROM memory_audit WHERE user_id = ?", (user_id,))
+            con.execute("DELETE FROM chat_messages WHERE user_id = ?", (user_id,))
         if ids:
             self._store._checkpointer.note(len(ids))  # noqa: SLF001
         return len(ids)
@@ -1174,30 +1247,7 @@ class PersistentMemory:
             context=context,
             created_at=created_at,
         )
-        result, keep = self._gate_items(items)
-        if keep and self._extractor is not None:
-            keep, none_found = await self._aextract(keep)
-            result.skipped.extend((text, "no facts extracted") for text in none_found)
-        if not keep:
-            return result
-        hashes, cached, missing = await run_in_executor(
-            None, self._cache_lookup, [item.text for item in keep]
-        )
-        fresh = (
-            await self._embedding.aembed_documents([keep[i].text for i in missing])
-            if missing
-            else []
-        )
-        vectors = await run_in_executor(
-            None,
-            self._cache_fill,
-            [item.text for item in keep],
-            hashes,
-            cached,
-            missing,
-            fresh,
-        )
-        return await run_in_executor(None, self._write_items, keep, vectors, result)
+        return await self._aadd_items(items)
 
     # Async twins of the disk-bound methods: the work runs in a worker
     # thread, so the event loop is never blocked.

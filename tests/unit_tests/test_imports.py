@@ -6,12 +6,17 @@ EXPECTED_ALL = [
     "EmbeddingMismatchError",
     "LocalEmbeddings",
     "MemoryStats",
+    "PersistentChatMessageHistory",
     "PersistentFAISS",
     "PersistentMemory",
     "PersistentMemoryError",
     "PersistentMemoryRetriever",
+    "RunnableWithPersistentMemory",
     "StoreBusyError",
+    "create_memory_prompt",
     "default_write_gate",
+    "format_memories",
+    "with_persistent_memory",
 ]
 
 
