@@ -1,88 +1,110 @@
-"""The main job, offline: store memories, close, reopen in a new process, find them.
+"""The main job: a chat that remembers you across processes (offline by default).
 
-Run with `make demo`. It needs no network and no API key: the embedding here is
-a tiny bag-of-words hasher so that the demo runs anywhere. Real apps pass any
-LangChain `Embeddings` (OpenAI, a local model, ...) instead.
+Run with `make demo`. Process 1 chats with Alice and Bob; it stores what they
+say in a store directory and exits. Process 2 is a fresh interpreter: Alice
+asks a question in a new session, and her memories are injected into the
+prompt ahead of her message.
+
+Offline (the default) the embeddings come from `LocalEmbeddings` (a small
+multilingual model inside a PyPI package) and the "model" is
+`EchoChatModel`: NOT a language model, it answers with the messages it was
+given, so you see exactly what a real model would receive. With an OpenAI
+key the same code runs on `text-embedding-3-small` and `gpt-4o-mini`:
+
+    OPENAI_API_KEY=sk-... .venv/bin/python cookbook/demo.py --openai
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
+import argparse
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-from langchain_core.embeddings import Embeddings
+from langchain_persistent_memory import (
+    LocalEmbeddings,
+    PersistentMemory,
+    RunnableWithPersistentMemory,
+    with_persistent_memory,
+)
+from langchain_persistent_memory.testing import EchoChatModel
 
-from langchain_persistent_memory import PersistentFAISS
+if TYPE_CHECKING:
+    from langchain_core.runnables import RunnableConfig
 
-MEMORIES = [
-    ("alice", "preference", "Alice prefers short technical explanations."),
-    ("alice", "fact", "Alice is building a SaaS AI tool for dentists."),
-    ("alice", "decision", "Alice chose PostgreSQL for the billing service."),
-    ("bob", "preference", "Bob likes long explanations with many examples."),
-    ("bob", "fact", "Bob's cat is called Turing and hates the vacuum cleaner."),
+FIRST_SESSION = [
+    ("alice", "I prefer short technical explanations."),
+    ("alice", "I am building a SaaS AI tool for dentists."),
+    ("alice", "Thanks!"),  # small talk: kept in the chat log, not in memory
+    ("bob", "I like long explanations with plenty of examples."),
 ]
-QUESTIONS = [
-    ("alice", "How should I explain things to this user?"),
-    ("alice", "Which database did we pick for billing?"),
-    ("bob", "What is the name of the cat?"),
-]
+QUESTION = ("alice", "How should you explain vector indexes to me?")
 
 
-class WordHashEmbeddings(Embeddings):
-    """Hashes words into 256 buckets: crude, offline, deterministic."""
-
-    def _embed(self, text: str) -> list[float]:
-        vector = np.zeros(256, dtype=np.float32)
-        for word in re.findall(r"[a-z]+", text.lower()):
-            stem = word[:5]  # "explain" and "explanations" share a bucket
-            bucket = int.from_bytes(
-                hashlib.blake2b(stem.encode(), digest_size=4).digest(), "big"
-            )
-            vector[bucket % 256] += 1.0
-        return vector.tolist() if vector.any() else [1.0] + [0.0] * 255
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return [self._embed(text) for text in texts]
-
-    def embed_query(self, text: str) -> list[float]:
-        return self._embed(text)
+def open_chat(
+    path: Path, *, openai: bool
+) -> tuple[PersistentMemory, RunnableWithPersistentMemory]:
+    if openai:
+        memory = PersistentMemory(path)  # OpenAI text-embedding-3-small
+        return memory, with_persistent_memory(None, memory)  # gpt-4o-mini
+    memory = PersistentMemory(path, LocalEmbeddings())
+    return memory, with_persistent_memory(EchoChatModel(), memory)
 
 
-def write(path: Path) -> None:
-    with PersistentFAISS(path, WordHashEmbeddings()) as store:
-        store.add_texts(
-            [text for _, _, text in MEMORIES],
-            [{"user_id": user, "kind": kind} for user, kind, _ in MEMORIES],
-        )
-        print(f"process 1: stored {len(MEMORIES)} memories in {path}")
+def first_process(path: Path, *, openai: bool) -> None:
+    memory, chat = open_chat(path, openai=openai)
+    with memory:
+        for user, text in FIRST_SESSION:
+            config: RunnableConfig = {
+                "configurable": {"user_id": user, "session_id": "monday"}
+            }
+            chat.invoke(text, config=config)
+            print(f"  {user} said: {text}")
+        for user in ("alice", "bob"):
+            stored = [d.page_content for d in memory.list(user_id=user)]
+            print(f"  long-term memories of {user}: {stored}")
 
 
-def read(path: Path) -> None:
-    with PersistentFAISS(path, WordHashEmbeddings()) as store:
-        for user, question in QUESTIONS:
-            hits = store.similarity_search_with_relevance_scores(
-                question, k=1, filter={"user_id": user}
-            )
-            doc, score = hits[0]
-            print(f"process 2: [{user}] {question}")
-            kind = doc.metadata["kind"]
-            print(f"           -> {doc.page_content}  ({kind}, {score:.2f})")
+def second_process(path: Path, *, openai: bool) -> None:
+    memory, chat = open_chat(path, openai=openai)
+    user, text = QUESTION
+    with memory:
+        config: RunnableConfig = {
+            "configurable": {"user_id": user, "session_id": "tuesday"}
+        }
+        print(f"  {user} asks, in a new session: {text}\n")
+        for chunk in chat.stream(text, config=config):
+            print(chunk.content, end="", flush=True)
+        print()
 
 
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == "--read":  # noqa: PLR2004
-        read(Path(sys.argv[2]))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--openai", action="store_true", help="use OpenAI models")
+    parser.add_argument("--step", choices=["first", "second"], help=argparse.SUPPRESS)
+    parser.add_argument("--path", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.step == "first":
+        first_process(args.path, openai=args.openai)
+        return
+    if args.step == "second":
+        second_process(args.path, openai=args.openai)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "memories"
-        write(path)
-        print("process 1: closed; files:", sorted(p.name for p in path.iterdir()))
-        subprocess.run([sys.executable, __file__, "--read", str(path)], check=True)  # noqa: S603
+        path = Path(tmp) / "memory"
+        flags = ["--openai"] if args.openai else []
+        for step, title in (
+            ("first", "Process 1: two users chat; the store keeps what matters"),
+            ("second", "Process 2 (a fresh interpreter): the model's prompt"),
+        ):
+            print(f"\n== {title}")
+            subprocess.run(  # noqa: S603 - our own script, fixed arguments
+                [sys.executable, __file__, "--step", step, "--path", str(path), *flags],
+                check=True,
+            )
+        print(f"\nThe store was one directory: {path.name}/memory.db + index.faiss")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ class EchoChatModel(BaseChatModel):
         count = len(messages)
         lines = [f"{self.label} I was given {count} message{'s' * (count != 1)}:"]
         for message in messages:
-            text = message.text
+            text = str(message.text)
             if text.startswith(self.label):  # its own earlier answer: one line
                 text = text.splitlines()[0] + " ..."
             lines.append(f"[{message.type}] {text}")
