@@ -15,7 +15,7 @@ $(INSTALLED): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
-demo: $(INSTALLED)  ## Store memories, reopen them in a new process, search (offline).
+demo: $(INSTALLED)  ## Chat in one process, recall in a new one (offline: local embedder, echo model).
 	$(BIN)/python cookbook/demo.py
 
 test: lint type  ## Lint, type-check and run the whole test suite.
