@@ -100,7 +100,7 @@ def main() -> None:
             ("second", "Process 2 (a fresh interpreter): the model's prompt"),
         ):
             print(f"\n== {title}")
-            subprocess.run(  # noqa: S603 - our own script, fixed arguments
+            subprocess.run(
                 [sys.executable, __file__, "--step", step, "--path", str(path), *flags],
                 check=True,
             )
