@@ -11,6 +11,7 @@ embedding call leaves the mark, and the next write of the session retries.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -44,6 +45,11 @@ logger = logging.getLogger(__name__)
 
 _RETRY_LIMIT = 256  # pending messages offered to memory per write
 _CONTEXT = 2  # messages on each side kept as a memory's keyword context
+_ATTEMPTS = 3  # failures of one message, while others succeed, before giving up
+
+
+class _RacedError(Exception):
+    """Another writer took (or deleted) pending rows first: roll back, re-read."""
 
 
 class PersistentChatMessageHistory(BaseChatMessageHistory):
@@ -210,20 +216,21 @@ class PersistentChatMessageHistory(BaseChatMessageHistory):
                     f"SELECT seq, message{where} ORDER BY seq",
                     key,
                 ).fetchall()
-            # Newest first until both windows are surely covered; a token
-            # counts for at least one character, so that many characters do.
+            # Newest first, until both windows are exceeded.
             rows: list[tuple[int, str]] = []
-            chars = 0
+            tokens = 0
             for seq, data in con.execute(
                 f"SELECT seq, message{where} ORDER BY seq DESC",
                 key,
             ):
                 rows.append((seq, data))
-                chars += len(data)
+                if self.max_tokens is not None:
+                    message = messages_from_dict([json.loads(data)])
+                    tokens += count_tokens_approximately(message)
                 enough_messages = (
                     self.max_messages is None or len(rows) > self.max_messages
                 )
-                enough_tokens = self.max_tokens is None or chars > 8 * self.max_tokens
+                enough_tokens = self.max_tokens is None or tokens > self.max_tokens
                 if enough_messages and enough_tokens:
                     break
         rows.reverse()
@@ -239,29 +246,28 @@ class PersistentChatMessageHistory(BaseChatMessageHistory):
         long-term memory. If that step fails (say the embedding API is
         down) the failure is logged, the log keeps the messages marked
         pending, and the next write to this session retries them: the call
-        itself succeeds once the log has them.
+        itself succeeds once the log has them. A message that keeps failing
+        while others succeed (too long for the model, say) is given up
+        after three attempts, with an error logged; it stays in the log.
 
         Raises:
             TypeError: If an item is not a chat message or cannot be stored
                 as JSON (nothing is written then).
         """
         rows = self._rows(messages)
-        if not rows:
-            return
+        if rows:
+            self._add_rows(rows)
+
+    async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
+        """Async `add_messages` (in a worker thread: the event loop never waits)."""
+        rows = self._rows(messages)
+        if rows:
+            await run_in_executor(None, self._add_rows, rows)
+
+    def _add_rows(self, rows: Sequence[tuple[str, int]]) -> None:
         self._append(rows)
         try:
             self._remember()
-        except Exception as error:  # noqa: BLE001 - logged; the log keeps them
-            self._log_pending(error)
-
-    async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
-        """Async `add_messages`: the model calls are awaited natively."""
-        rows = self._rows(messages)
-        if not rows:
-            return
-        await run_in_executor(None, self._append, rows)
-        try:
-            await self._aremember()
         except Exception as error:  # noqa: BLE001 - logged; the log keeps them
             self._log_pending(error)
 
@@ -328,23 +334,82 @@ class PersistentChatMessageHistory(BaseChatMessageHistory):
         )
 
     def _remember(self) -> None:
-        items, done = self._pending()
-        if done:
-            self.memory._add_items(items, also=self._mark(done))  # noqa: SLF001
+        """Offer the session's pending messages to long-term memory.
 
-    async def _aremember(self) -> None:
-        items, done = await run_in_executor(None, self._pending)
-        if done:
-            await self.memory._aadd_items(items, also=self._mark(done))  # noqa: SLF001
+        One batch first. If it fails with more than one message, they are
+        tried one at a time, newest first: if the newest fails too, the
+        service is down and all stay pending; otherwise a message that fails
+        while others succeed counts an attempt and is given up (logged as
+        an error) after three, so one bad message cannot block the rest.
+        """
+        for _ in range(3):
+            items, seqs = self._pending()
+            if not seqs:
+                return
+            try:
+                self._offer(items, seqs)
+            except _RacedError:
+                continue  # another writer took some of them: read again
+            except Exception:
+                if len(items) < 2:  # noqa: PLR2004 - nothing to tell apart
+                    raise
+                self._one_by_one(items, seqs)
+            return
 
-    def _mark(self, seqs: list[int]) -> Any:
+    def _offer(self, items: Sequence[_Item], seqs: list[int]) -> None:
         def mark(con: Connection) -> None:
-            con.execute(
-                f"UPDATE chat_messages SET pending = 0 WHERE seq IN ({_marks(seqs)})",  # noqa: S608
+            # Only rows still pending: a concurrent writer or `forget` may
+            # have taken them since they were read; then nothing commits.
+            cursor = con.execute(
+                "UPDATE chat_messages SET pending = 0"  # noqa: S608
+                f" WHERE pending = 1 AND seq IN ({_marks(seqs)})",
                 seqs,
             )
+            if cursor.rowcount != len(seqs):
+                raise _RacedError
 
-        return mark
+        self.memory._add_items(items, also=mark)  # noqa: SLF001
+
+    def _one_by_one(self, items: Sequence[_Item], seqs: list[int]) -> None:
+        with_text = {item.attrs["chat_seq"] for item in items}
+        succeeded = False
+        for item in reversed(items):
+            seq = item.attrs["chat_seq"]
+            try:
+                self._offer([item], [seq])
+                succeeded = True
+            except _RacedError:
+                continue
+            except Exception as error:
+                if not succeeded:
+                    raise
+                self._failed(seq, error)
+        textless = [seq for seq in seqs if seq not in with_text]
+        if textless:
+            with contextlib.suppress(_RacedError):
+                self._offer([], textless)
+
+    def _failed(self, seq: int, error: Exception) -> None:
+        with self.memory._db.write() as con:  # noqa: SLF001
+            con.execute(
+                "UPDATE chat_messages SET attempts = attempts + 1,"
+                " pending = attempts + 1 < ? WHERE seq = ? AND pending = 1",
+                (_ATTEMPTS, seq),
+            )
+            row = con.execute(
+                "SELECT pending, attempts FROM chat_messages WHERE seq = ?", (seq,)
+            ).fetchone()
+        if row is not None and not row[0]:
+            logger.error(
+                "Gave up adding message %d of user %r, session %r to long-term "
+                "memory after %d failed attempts (%s: %s); it stays in the chat log.",
+                seq,
+                self.user_id,
+                self.session_id,
+                row[1],
+                type(error).__name__,
+                error,
+            )
 
     def _pending(self) -> tuple[list[_Item], list[int]]:
         """Memory items for the session's pending messages, and their seqs.
@@ -370,9 +435,15 @@ class PersistentChatMessageHistory(BaseChatMessageHistory):
             ).fetchall()
             rest = con.execute(
                 "SELECT seq, message, created_at FROM chat_messages"
-                " WHERE user_id = ? AND session_id = ? AND seq >= ?"
+                " WHERE user_id = ? AND session_id = ? AND seq BETWEEN ? AND ?"
+                " ORDER BY seq",
+                (*key, first, last),
+            ).fetchall()
+            rest += con.execute(
+                "SELECT seq, message, created_at FROM chat_messages"
+                " WHERE user_id = ? AND session_id = ? AND seq > ?"
                 " ORDER BY seq LIMIT ?",
-                (*key, first, last - first + 1 + _CONTEXT),
+                (*key, last, _CONTEXT),
             ).fetchall()
         wanted = {row[0] for row in pending}
         rows = [*reversed(before), *rest]

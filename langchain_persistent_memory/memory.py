@@ -102,7 +102,7 @@ _SCHEMA = (
         " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
         " user_id TEXT NOT NULL, session_id TEXT NOT NULL,"
         " message TEXT NOT NULL, created_at REAL NOT NULL,"
-        " pending INTEGER NOT NULL DEFAULT 0)"
+        " pending INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0)"
     ),
     (
         "CREATE INDEX IF NOT EXISTS chat_messages_session"
@@ -921,7 +921,9 @@ class PersistentMemory:
                     "id": doc.id,
                     "text": doc.page_content,
                     "context": contexts.get(label) or None,
-                    "metadata": doc.metadata,
+                    "metadata": {
+                        k: v for k, v in doc.metadata.items() if k != "chat_seq"
+                    },
                 }
                 handle.write(json.dumps(record, ensure_ascii=False) + "\n")
         temporary.replace(target)
@@ -1860,7 +1862,8 @@ def _import_record(
     if not isinstance(meta, dict):
         msg = f"{where}: 'metadata' must be an object."
         raise ValueError(msg)  # noqa: TRY004 - bad file content
-    meta = {k: v for k, v in meta.items() if k not in ("score", "scores")}
+    # Scores are a search's; chat_seq points into the exporting store's log.
+    meta = {k: v for k, v in meta.items() if k not in ("score", "scores", "chat_seq")}
     for key in ("created_at", "updated_at"):
         if isinstance(meta.get(key), bool) or not isinstance(
             meta.get(key), (int, float)

@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SYSTEM = "You are a helpful assistant."
 _NO_MEMORIES = "(nothing relevant remembered)"
+_EXCLUDE_LIMIT = 1000  # window messages whose memories are left out, newest
 
 
 def format_memories(docs: Sequence[Document], *, empty: str = _NO_MEMORIES) -> str:
@@ -336,7 +337,8 @@ class RunnableWithPersistentMemory(Runnable[Any, Any]):
         # same thing twice: leave them out.
         args: dict[str, Any] = {"user_id": history.user_id}
         if window:
-            args["filter"] = {"chat_seq": {"$nin": [seq for seq, _ in window]}}
+            newest = [seq for seq, _ in window][-_EXCLUDE_LIMIT:]
+            args["filter"] = {"chat_seq": {"$nin": newest}}
         return args
 
     def _retrieve(

@@ -6,7 +6,7 @@ import json
 import logging
 import sqlite3
 import warnings
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding, Embeddings
@@ -349,3 +349,113 @@ def test_works_as_the_history_of_runnable_with_message_history(
         "What is my favourite colour?",
         "My favourite colour is teal.",
     ]
+
+
+def test_token_window_counts_message_text_not_stored_json(
+    memory: PersistentMemory,
+) -> None:
+    from langchain_core.messages.utils import count_tokens_approximately
+
+    history = PersistentChatMessageHistory(memory, "s", user_id="u")
+    history.add_messages(turns(40))
+    bulky = AIMessage("fine", response_metadata={"logprobs": ["x" * 50] * 200})
+    history.add_messages([HumanMessage("how are you"), bulky])
+    window = PersistentChatMessageHistory(memory, "s", user_id="u", max_tokens=200)
+    everything = history.messages
+    expected = everything[len(everything) - len(window.messages) :]
+    assert window.messages == expected
+    assert count_tokens_approximately(window.messages) <= 200
+    # Greedy from the newest: one more turn would not have fitted.
+    assert count_tokens_approximately(everything[-len(expected) - 2 :]) > 200
+    assert len(window.messages) > 10
+
+
+class PoisonEmbeddings(FlakyEmbeddings):
+    """Rejects long texts, as an API rejects texts over its context length."""
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        if any(len(text) > 200 for text in texts):
+            msg = "400: maximum context length exceeded"
+            raise ValueError(msg)
+        return super().embed_documents(texts)
+
+
+def test_one_bad_message_does_not_block_the_sessions_memory(
+    store_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with PersistentMemory(store_path, PoisonEmbeddings()) as memory:
+        history = PersistentChatMessageHistory(memory, "s", user_id="u")
+        history.add_messages([HumanMessage("My name is Ann.")])
+        with caplog.at_level(logging.WARNING):
+            history.add_messages([HumanMessage("log dump " * 50)])
+            for i in range(4):
+                history.add_messages([HumanMessage(f"I visited city {i}.")])
+        remembered = {d.page_content for d in memory.list(user_id="u")}
+        assert remembered == {"My name is Ann."} | {
+            f"I visited city {i}." for i in range(4)
+        }
+        assert "Gave up adding message" in caplog.text
+        assert len(history.messages) == 6  # the log keeps the bad one
+    con = sqlite3.connect(store_path / "memory.db")
+    assert con.execute(
+        "SELECT count(*) FROM chat_messages WHERE pending = 1"
+    ).fetchone() == (0,)
+    con.close()
+
+
+class HookEmbeddings(FlakyEmbeddings):
+    """Runs `hook` once, in the middle of the first `embed_documents` call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hook: Any = None
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            hook()
+        return super().embed_documents(texts)
+
+
+def test_forget_during_a_memory_write_wins(store_path: Path) -> None:
+    embeddings = HookEmbeddings()
+    with PersistentMemory(store_path, embeddings) as memory:
+        history = PersistentChatMessageHistory(memory, "s", user_id="alice")
+        embeddings.hook = lambda: memory.forget("alice")
+        history.add_messages([HumanMessage("My password hint is my cat Tom.")])
+        assert memory.list(user_id="alice") == []
+        assert history.messages == []
+
+
+def test_two_writers_on_one_session_remember_each_message_once(
+    store_path: Path,
+) -> None:
+    embeddings = HookEmbeddings()
+    with PersistentMemory(store_path, embeddings) as memory:
+        first = PersistentChatMessageHistory(memory, "s", user_id="alice")
+        second = PersistentChatMessageHistory(memory, "s", user_id="alice")
+        # While the first writer embeds, the second takes the same pending rows.
+        embeddings.hook = second._remember
+        first.add_messages([HumanMessage("I moved to Berlin in May.")])
+        ops = [
+            h["op"]
+            for d in memory.list(user_id="alice")
+            for h in memory.history(d.id or "", user_id="alice")
+        ]
+        assert ops == ["add"]
+
+
+def test_export_import_drops_the_chat_link(
+    memory: PersistentMemory, tmp_path: Path
+) -> None:
+    PersistentChatMessageHistory(memory, "s", user_id="alice").add_messages(
+        [HumanMessage("I am allergic to peanuts.")]
+    )
+    assert "chat_seq" in memory.list(user_id="alice")[0].metadata
+    memory.export(tmp_path / "out.jsonl")
+    assert "chat_seq" not in (tmp_path / "out.jsonl").read_text()
+    with PersistentMemory(
+        tmp_path / "other", DeterministicFakeEmbedding(size=16)
+    ) as other:
+        assert other.import_(tmp_path / "out.jsonl") == 1
+        assert "chat_seq" not in other.list(user_id="alice")[0].metadata
