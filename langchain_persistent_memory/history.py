@@ -188,22 +188,19 @@ class PersistentChatMessageHistory(BaseChatMessageHistory):
         if not pairs or (self.max_messages is None and self.max_tokens is None):
             return pairs
         kept = [message for _, message in pairs]
-        if self.max_messages is not None:
-            kept = trim_messages(
-                kept,
-                max_tokens=self.max_messages,
-                token_counter=len,
-                strategy="last",
-                start_on="human",
-            )
-        if self.max_tokens is not None:
-            kept = trim_messages(
-                kept,
-                max_tokens=self.max_tokens,
-                token_counter=count_tokens_approximately,
-                strategy="last",
-                start_on="human",
-            )
+        windows = (
+            (self.max_messages, len),
+            (self.max_tokens, count_tokens_approximately),
+        )
+        for limit, counter in windows:
+            if limit is not None:
+                kept = trim_messages(
+                    kept,
+                    max_tokens=limit,
+                    token_counter=counter,
+                    strategy="last",
+                    start_on="human",
+                )
         return pairs[len(pairs) - len(kept) :]
 
     def _newest_rows(self) -> list[tuple[int, str]]:
