@@ -442,39 +442,6 @@ class PersistentMemory:
         vectors = self._embed([item.text for item in keep])
         return self._write_items(keep, vectors, result, also)
 
-    async def _aadd_items(
-        self, items: Sequence[_Item], also: Callable[[Connection], None] | None = None
-    ) -> AddResult:
-        """Async `_add_items`: awaits the model calls, writes in a worker thread."""
-        result, keep = self._gate_items(items)
-        if keep and self._extractor is not None:
-            keep, none_found = await self._aextract(keep)
-            result.skipped.extend((text, "no facts extracted") for text in none_found)
-        if not keep:
-            return await run_in_executor(
-                None, self._write_items, [], np.empty((0, 0)), result, also
-            )
-        hashes, cached, missing = await run_in_executor(
-            None, self._cache_lookup, [item.text for item in keep]
-        )
-        fresh = (
-            await self._embedding.aembed_documents([keep[i].text for i in missing])
-            if missing
-            else []
-        )
-        vectors = await run_in_executor(
-            None,
-            self._cache_fill,
-            [item.text for item in keep],
-            hashes,
-            cached,
-            missing,
-            fresh,
-        )
-        return await run_in_executor(
-            None, self._write_items, keep, vectors, result, also
-        )
-
     def _gate_items(
         self, items: Sequence[_Item]
     ) -> tuple[AddResult, builtins.list[_Item]]:
@@ -1249,7 +1216,30 @@ class PersistentMemory:
             context=context,
             created_at=created_at,
         )
-        return await self._aadd_items(items)
+        result, keep = self._gate_items(items)
+        if keep and self._extractor is not None:
+            keep, none_found = await self._aextract(keep)
+            result.skipped.extend((text, "no facts extracted") for text in none_found)
+        if not keep:
+            return result
+        hashes, cached, missing = await run_in_executor(
+            None, self._cache_lookup, [item.text for item in keep]
+        )
+        fresh = (
+            await self._embedding.aembed_documents([keep[i].text for i in missing])
+            if missing
+            else []
+        )
+        vectors = await run_in_executor(
+            None,
+            self._cache_fill,
+            [item.text for item in keep],
+            hashes,
+            cached,
+            missing,
+            fresh,
+        )
+        return await run_in_executor(None, self._write_items, keep, vectors, result)
 
     # Async twins of the disk-bound methods: the work runs in a worker
     # thread, so the event loop is never blocked.
