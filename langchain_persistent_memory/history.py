@@ -52,6 +52,25 @@ class _RacedError(Exception):
     """Another writer took (or deleted) pending rows first: roll back, re-read."""
 
 
+def check_window_options(
+    max_messages: object, max_tokens: object, remember: object
+) -> None:
+    """Check a history's window and `remember` options (shared with the wrapper)."""
+    for name, value in (("max_messages", max_messages), ("max_tokens", max_tokens)):
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
+            msg = f"{name} must be an int >= 1 or None, got {value!r}."
+            raise ValueError(msg)
+    if (
+        isinstance(remember, str)
+        or not isinstance(remember, Sequence)
+        or not all(isinstance(r, str) for r in remember)
+    ):
+        msg = "remember must be a list of message types, e.g. ['human', 'ai']."
+        raise TypeError(msg)
+
+
 class PersistentChatMessageHistory(BaseChatMessageHistory):
     """The chat log of one session of one user, in a `PersistentMemory` store.
 
@@ -98,15 +117,7 @@ class PersistentChatMessageHistory(BaseChatMessageHistory):
         """Open the session's history (nothing is written until a message is)."""
         self.session_id = _check_id(session_id, "session_id")
         self.user_id = _check_id(user_id, "user_id")
-        for name, value in (("max_messages", max_messages), ("max_tokens", max_tokens)):
-            if value is not None and (
-                not isinstance(value, int) or isinstance(value, bool) or value < 1
-            ):
-                msg = f"{name} must be an int >= 1 or None, got {value!r}."
-                raise ValueError(msg)
-        if isinstance(remember, str) or not all(isinstance(r, str) for r in remember):
-            msg = "remember must be a list of message types, e.g. ['human', 'ai']."
-            raise TypeError(msg)
+        check_window_options(max_messages, max_tokens, remember)
         self.max_messages = max_messages
         self.max_tokens = max_tokens
         self.remember = tuple(remember)
@@ -183,8 +194,7 @@ class PersistentChatMessageHistory(BaseChatMessageHistory):
 
     def _window(self) -> list[tuple[int, BaseMessage]]:
         """`(seq, message)` pairs of the window, oldest first."""
-        rows = self._newest_rows()
-        pairs = [(seq, messages_from_dict([json.loads(data)])[0]) for seq, data in rows]
+        pairs = self._newest()
         if not pairs or (self.max_messages is None and self.max_tokens is None):
             return pairs
         kept = [message for _, message in pairs]
@@ -203,35 +213,33 @@ class PersistentChatMessageHistory(BaseChatMessageHistory):
                 )
         return pairs[len(pairs) - len(kept) :]
 
-    def _newest_rows(self) -> list[tuple[int, str]]:
-        """The session's rows, oldest first; only the newest that may fit a window."""
-        where = " FROM chat_messages WHERE user_id = ? AND session_id = ?"
-        key = (self.user_id, self.session_id)
+    def _newest(self) -> list[tuple[int, BaseMessage]]:
+        """The session's `(seq, message)` pairs, oldest first.
+
+        With a window, only the newest: read newest first until both limits
+        are exceeded.
+        """
+        windowed = self.max_messages is not None or self.max_tokens is not None
+        pairs: list[tuple[int, BaseMessage]] = []
+        tokens = 0
         with self.memory._db.read() as con:  # noqa: SLF001
-            if self.max_tokens is None and self.max_messages is None:
-                return con.execute(
-                    f"SELECT seq, message{where} ORDER BY seq",
-                    key,
-                ).fetchall()
-            # Newest first, until both windows are exceeded.
-            rows: list[tuple[int, str]] = []
-            tokens = 0
             for seq, data in con.execute(
-                f"SELECT seq, message{where} ORDER BY seq DESC",
-                key,
+                "SELECT seq, message FROM chat_messages"
+                " WHERE user_id = ? AND session_id = ? ORDER BY seq DESC",
+                (self.user_id, self.session_id),
             ):
-                rows.append((seq, data))
+                message = messages_from_dict([json.loads(data)])[0]
+                pairs.append((seq, message))
                 if self.max_tokens is not None:
-                    message = messages_from_dict([json.loads(data)])
-                    tokens += count_tokens_approximately(message)
+                    tokens += count_tokens_approximately([message])
                 enough_messages = (
-                    self.max_messages is None or len(rows) > self.max_messages
+                    self.max_messages is None or len(pairs) > self.max_messages
                 )
                 enough_tokens = self.max_tokens is None or tokens > self.max_tokens
-                if enough_messages and enough_tokens:
+                if windowed and enough_messages and enough_tokens:
                     break
-        rows.reverse()
-        return rows
+        pairs.reverse()
+        return pairs
 
     # ----------------------------------------------------------------- write
 
@@ -414,34 +422,26 @@ class PersistentChatMessageHistory(BaseChatMessageHistory):
         Each item's keyword context is the messages next to it (two on
         each side); its `chat_seq` ties it to its row of the log.
         """
+        scope = "FROM chat_messages WHERE user_id = ? AND session_id = ? AND"
         key = (self.user_id, self.session_id)
         with self.memory._db.read() as con:  # noqa: SLF001
+
+            def select(where: str, *params: object) -> list[tuple[int, str, float]]:
+                return con.execute(
+                    f"SELECT seq, message, created_at {scope} {where}",
+                    (*key, *params),
+                ).fetchall()
+
             pending = con.execute(
-                "SELECT seq FROM chat_messages WHERE user_id = ? AND session_id = ?"
-                " AND pending = 1 ORDER BY seq LIMIT ?",
+                f"SELECT seq {scope} pending = 1 ORDER BY seq LIMIT ?",
                 (*key, _RETRY_LIMIT),
             ).fetchall()
             if not pending:
                 return [], []
             first, last = pending[0][0], pending[-1][0]
-            before = con.execute(
-                "SELECT seq, message, created_at FROM chat_messages"
-                " WHERE user_id = ? AND session_id = ? AND seq < ?"
-                " ORDER BY seq DESC LIMIT ?",
-                (*key, first, _CONTEXT),
-            ).fetchall()
-            rest = con.execute(
-                "SELECT seq, message, created_at FROM chat_messages"
-                " WHERE user_id = ? AND session_id = ? AND seq BETWEEN ? AND ?"
-                " ORDER BY seq",
-                (*key, first, last),
-            ).fetchall()
-            rest += con.execute(
-                "SELECT seq, message, created_at FROM chat_messages"
-                " WHERE user_id = ? AND session_id = ? AND seq > ?"
-                " ORDER BY seq LIMIT ?",
-                (*key, last, _CONTEXT),
-            ).fetchall()
+            before = select("seq < ? ORDER BY seq DESC LIMIT ?", first, _CONTEXT)
+            rest = select("seq BETWEEN ? AND ? ORDER BY seq", first, last)
+            rest += select("seq > ? ORDER BY seq LIMIT ?", last, _CONTEXT)
         wanted = {row[0] for row in pending}
         rows = [*reversed(before), *rest]
         messages = messages_from_dict([json.loads(data) for _, data, _ in rows])

@@ -32,7 +32,11 @@ from typing_extensions import override
 
 from langchain_persistent_memory._defaults import default_chat_model
 from langchain_persistent_memory.errors import PersistentMemoryError
-from langchain_persistent_memory.history import PersistentChatMessageHistory, _text
+from langchain_persistent_memory.history import (
+    PersistentChatMessageHistory,
+    _text,
+    check_window_options,
+)
 from langchain_persistent_memory.memory import PersistentMemory, _check_id
 from langchain_persistent_memory.retrievers import PersistentMemoryRetriever
 
@@ -122,7 +126,7 @@ class RunnableWithPersistentMemory(Runnable[Any, Any]):
         self.memory = memory
         self.runnable = runnable
         self.prompt = create_memory_prompt() if prompt is None else prompt
-        self._placeholders = _check_prompt(self.prompt)
+        self._variables, self._placeholders = _check_prompt(self.prompt)
         self._retriever = PersistentMemoryRetriever(
             memory=memory,
             k=k,
@@ -130,14 +134,12 @@ class RunnableWithPersistentMemory(Runnable[Any, Any]):
             token_budget=token_budget,
         )
         # The history's own checks run now, not on the first call.
+        check_window_options(max_history_messages, max_history_tokens, remember)
         self._history_options: dict[str, Any] = {
             "max_messages": max_history_messages,
             "max_tokens": max_history_tokens,
-            "remember": remember,
+            "remember": tuple(remember),
         }
-        PersistentChatMessageHistory(
-            memory, "check", user_id="check", **self._history_options
-        )
         self.input_key = input_key
         self.output_key = output_key
         self.background = background
@@ -306,7 +308,7 @@ class RunnableWithPersistentMemory(Runnable[Any, Any]):
         PersistentChatMessageHistory, BaseMessage, dict[str, Any], RunnableConfig
     ]:
         history, current, extra = self._start(value, config)
-        child = _child(config, run_manager.get_child())
+        child = patch_config(config, callbacks=run_manager.get_child())
         window = history._window()  # noqa: SLF001 - same package
         docs = self._retrieve(history, current, window, child)
         return history, current, self._values(current, extra, window, docs), child
@@ -320,7 +322,7 @@ class RunnableWithPersistentMemory(Runnable[Any, Any]):
         PersistentChatMessageHistory, BaseMessage, dict[str, Any], RunnableConfig
     ]:
         history, current, extra = self._start(value, config)
-        child = _child(config, run_manager.get_child())
+        child = patch_config(config, callbacks=run_manager.get_child())
         window = await asyncio.get_running_loop().run_in_executor(
             None,
             history._window,  # noqa: SLF001 - same package
@@ -421,11 +423,10 @@ class RunnableWithPersistentMemory(Runnable[Any, Any]):
             else get_buffer_string(recent),
             "input": [current] if "input" in self._placeholders else _text(current),
         }
-        variables = {*self.prompt.input_variables, *self.prompt.optional_variables}
         return {
             key: value
             for key, value in values.items()
-            if key in variables or key in extra
+            if key in self._variables or key in extra
         }
 
     # ------------------------------------------------------------ the write
@@ -615,10 +616,14 @@ class _Accumulator:
             self.value = chunk
 
 
-def _check_prompt(prompt: BasePromptTemplate[Any]) -> set[str]:
-    """Check the prompt's variables; return those that are message placeholders."""
-    _require(prompt, ChatPromptTemplate, "prompt", "a ChatPromptTemplate")
-    assert isinstance(prompt, ChatPromptTemplate)  # noqa: S101 - for the type checker
+def _check_prompt(prompt: BasePromptTemplate[Any]) -> tuple[set[str], set[str]]:
+    """Check the prompt; return its variables, and those that are placeholders."""
+    if not isinstance(prompt, ChatPromptTemplate):
+        msg = (
+            "prompt must be a ChatPromptTemplate (see create_memory_prompt()), "
+            f"got {type(prompt).__name__}."
+        )
+        raise TypeError(msg)
     variables = {*prompt.input_variables, *prompt.optional_variables}
     missing = [name for name in ("memories", "input") if name not in variables]
     if missing:
@@ -629,7 +634,7 @@ def _check_prompt(prompt: BasePromptTemplate[Any]) -> set[str]:
             "create_memory_prompt() makes one."
         )
         raise ValueError(msg)
-    return {
+    return variables, {
         message.variable_name
         for message in prompt.messages
         if isinstance(message, MessagesPlaceholder)
@@ -640,7 +645,3 @@ def _require(value: object, cls: type, name: str, what: str) -> None:
     if not isinstance(value, cls):
         msg = f"{name} must be {what}, got {type(value).__name__}."
         raise TypeError(msg)
-
-
-def _child(config: RunnableConfig, callbacks: Any) -> RunnableConfig:
-    return patch_config(config, callbacks=callbacks)
