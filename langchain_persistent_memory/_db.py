@@ -9,19 +9,21 @@ with each other go through `Database.read()`, which holds one WAL snapshot.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sqlite3
 import threading
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from langchain_persistent_memory.errors import CorruptStoreError, StoreBusyError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from pathlib import Path
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 
@@ -144,6 +146,9 @@ class Database:
             con.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             mode = con.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             con.execute(f"PRAGMA synchronous = {self._synchronous}")
+            # Triggers and views found in the file may not call functions
+            # with side effects: a crafted memory.db stays data.
+            con.execute("PRAGMA trusted_schema = OFF")
         except sqlite3.Error as exc:
             raise self.translate(exc) from exc
         if mode != "wal":
@@ -217,6 +222,21 @@ class Database:
         finally:
             if _in_transaction(con):
                 con.execute("COMMIT")
+
+    def parse(self, data: str | bytes, what: str, parse: Callable[[Any], T]) -> T:
+        """Parse a stored JSON value with `parse`; damage is a `CorruptStoreError`.
+
+        `what` names the value for the message, e.g. "the metadata of 'a'".
+        """
+        try:
+            return parse(json.loads(data))
+        except (ValueError, TypeError, KeyError) as exc:
+            msg = (
+                f"{self.path} is damaged: {what} is not what this package "
+                f"wrote ({type(exc).__name__}: {exc}). Nothing was changed; "
+                "restore the file from a backup, or delete that row."
+            )
+            raise CorruptStoreError(msg) from exc
 
     def close(self) -> None:
         """Close every connection this process opened. Safe to call twice."""

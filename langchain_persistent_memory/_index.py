@@ -94,6 +94,11 @@ class FlatIndex:
         index._set_positions(labels, np.arange(len(labels), dtype=np.int64))
         return index
 
+    def has_unique_labels(self) -> bool:
+        """Whether no label appears on two rows (each maps back to its row)."""
+        rows = self._pos[self.labels()]
+        return bool(np.array_equal(rows, np.arange(self._n)))
+
     def labels(self) -> Labels:
         """Labels of the live rows (a view)."""
         return self._labels[: self._n]
@@ -368,9 +373,12 @@ def read_checkpoint(
     store_id: bytes,
     dim: int,
     metric: Metric,
+    max_label: int,
     nprobe: int | None = None,
 ) -> tuple[int, FlatIndex]:
     """Load a checkpoint; return `(seq, index)`.
+
+    `max_label` is the largest label the database ever gave a document.
 
     Raises:
         CheckpointError: If the file is missing, truncated, damaged, from
@@ -423,19 +431,44 @@ def read_checkpoint(
         ).copy()
     else:
         labels, vectors = _read_with_faiss(path, count, dim)
-    return seq, FlatIndex.from_arrays(labels, vectors, metric, nprobe)
+    return seq, _checked_index(labels, vectors, metric, max_label, nprobe)
+
+
+def _checked_index(
+    labels: Labels,
+    vectors: Vectors,
+    metric: Metric,
+    max_label: int,
+    nprobe: int | None,
+) -> FlatIndex:
+    """Wrap a checkpoint's arrays, refusing labels the database cannot have."""
+    if len(labels) and (labels.min() < 1 or labels.max() > max_label):
+        msg = "it holds labels no document can have"
+        raise CheckpointError(msg)
+    index = FlatIndex.from_arrays(labels, vectors, metric, nprobe)
+    if not index.has_unique_labels():
+        msg = "it holds the same label twice"
+        raise CheckpointError(msg)
+    return index
 
 
 def _read_with_faiss(path: Path, count: int, dim: int) -> tuple[Labels, Vectors]:
     try:
-        idmap: Any = faiss.read_index(str(path))
+        idmap: Any = faiss.downcast_index(faiss.read_index(str(path)))
     except RuntimeError as exc:
         msg = f"FAISS cannot read it ({exc})"
         raise CheckpointError(msg) from exc
+    flat: Any = (
+        faiss.downcast_index(idmap.index)
+        if isinstance(idmap, faiss.IndexIDMap2)
+        else None
+    )
+    if not isinstance(flat, faiss.IndexFlat):
+        msg = "its FAISS index is not the kind this package writes"
+        raise CheckpointError(msg)
     if idmap.ntotal != count or idmap.d != dim:
         msg = "its FAISS index does not match its trailer"
         raise CheckpointError(msg)
-    flat: Any = faiss.downcast_index(idmap.index)
     vectors = faiss.rev_swig_ptr(flat.get_xb(), count * dim).reshape(count, dim).copy()
     labels = faiss.vector_to_array(idmap.id_map).astype(np.int64)
     return labels, vectors

@@ -213,6 +213,13 @@ class PersistentChatMessageHistory(BaseChatMessageHistory):
                 )
         return pairs[len(pairs) - len(kept) :]
 
+    def _parse(self, seq: int, data: str) -> BaseMessage:
+        return self.memory._db.parse(  # noqa: SLF001
+            data,
+            f"chat message {seq} of session {self.session_id!r}",
+            lambda value: messages_from_dict([value])[0],
+        )
+
     def _newest(self) -> list[tuple[int, BaseMessage]]:
         """The session's `(seq, message)` pairs, oldest first.
 
@@ -228,7 +235,7 @@ class PersistentChatMessageHistory(BaseChatMessageHistory):
                 " WHERE user_id = ? AND session_id = ? ORDER BY seq DESC",
                 (self.user_id, self.session_id),
             ):
-                message = messages_from_dict([json.loads(data)])[0]
+                message = self._parse(seq, data)
                 pairs.append((seq, message))
                 if self.max_tokens is not None:
                     tokens += count_tokens_approximately([message])
@@ -444,7 +451,7 @@ class PersistentChatMessageHistory(BaseChatMessageHistory):
             rest += select("seq > ? ORDER BY seq LIMIT ?", last, _CONTEXT)
         wanted = {row[0] for row in pending}
         rows = [*reversed(before), *rest]
-        messages = messages_from_dict([json.loads(data) for _, data, _ in rows])
+        messages = [self._parse(seq, data) for seq, data, _ in rows]
         texts = [_text(message) for message in messages]
         items: list[_Item] = []
         for position, (seq, _, created_at) in enumerate(rows):

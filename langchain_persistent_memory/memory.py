@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 import sys
 import time
@@ -44,7 +45,6 @@ from langchain_persistent_memory.vectorstores import (
 
 if TYPE_CHECKING:
     import builtins
-    import os
     from sqlite3 import Connection
 
     from langchain_core.embeddings import Embeddings
@@ -647,7 +647,8 @@ class PersistentMemory:
         ).fetchone()
         if row is None:
             return False
-        label, meta = row[0], {**json.loads(row[1]), "updated_at": now}
+        label = row[0]
+        meta = {**self._store._meta(memory_id, row[1]), "updated_at": now}  # noqa: SLF001
         meta["importance"] = max(meta.get("importance", 0.5), item.attrs["importance"])
         sources = [*meta.get("source_ids", []), *item.attrs.get("source_ids", [])]
         if sources:
@@ -882,18 +883,26 @@ class PersistentMemory:
                     ).fetchall()
                 )
         temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        with temporary.open("w", encoding="utf-8") as handle:
-            for label, doc in zip(labels, documents, strict=True):
-                record = {
-                    "id": doc.id,
-                    "text": doc.page_content,
-                    "context": contexts.get(label) or None,
-                    "metadata": {
-                        k: v for k, v in doc.metadata.items() if k != "chat_seq"
-                    },
-                }
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        temporary.replace(target)
+        # Owner-only like the store itself: the file holds users' memories.
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with open(descriptor, "w", encoding="utf-8") as handle:  # noqa: PTH123 - a descriptor
+                for label, doc in zip(labels, documents, strict=True):
+                    record = {
+                        "id": doc.id,
+                        "text": doc.page_content,
+                        "context": contexts.get(label) or None,
+                        "metadata": {
+                            k: v for k, v in doc.metadata.items() if k != "chat_seq"
+                        },
+                    }
+                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            temporary.replace(target)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
         return len(documents)
 
     def import_(self, path: str | os.PathLike[str]) -> int:
@@ -946,7 +955,7 @@ class PersistentMemory:
                 part,
             )
             for memory_id, meta in rows:
-                current = json.loads(meta).get("user_id")
+                current = self._store._meta(memory_id, meta).get("user_id")  # noqa: SLF001
                 if current != owner[memory_id]:
                     number = ids.index(memory_id) + 1
                     msg = (
@@ -994,7 +1003,9 @@ class PersistentMemory:
             {
                 "op": op,
                 "text": text,
-                "metadata": None if meta is None else json.loads(meta),
+                "metadata": None
+                if meta is None
+                else self._store._meta(memory_id, meta),  # noqa: SLF001
                 "at": at,
             }
             for op, text, meta, at in rows

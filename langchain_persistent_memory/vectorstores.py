@@ -35,6 +35,7 @@ from langchain_persistent_memory._index import (
     write_checkpoint,
 )
 from langchain_persistent_memory.errors import (
+    CorruptStoreError,
     EmbeddingMismatchError,
     PersistentMemoryError,
 )
@@ -367,8 +368,11 @@ class PersistentFAISS(VectorStore):
                 if self._dim is None:
                     self._seq = head
                     return 0
+                top = con.execute(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'documents'"
+                ).fetchone()
                 self._index, self._seq = self._load_checkpoint(
-                    floor, head, opening=verify
+                    floor, head, top[0] if top else 0, opening=verify
                 )
             try:
                 replayed = self._replay(con, self._seq)
@@ -395,7 +399,7 @@ class PersistentFAISS(VectorStore):
         return replayed
 
     def _load_checkpoint(
-        self, floor: int, head: int, *, opening: bool
+        self, floor: int, head: int, max_label: int, *, opening: bool
     ) -> tuple[FlatIndex, int]:
         """The checkpoint as `(index, stamp)` if usable, else an empty index.
 
@@ -409,6 +413,7 @@ class PersistentFAISS(VectorStore):
                 store_id=self._store_id,
                 dim=self._dim,
                 metric=self._metric,
+                max_label=max_label,
                 nprobe=self._nprobe,
             )
             if not floor <= seq <= head:
@@ -447,7 +452,18 @@ class PersistentFAISS(VectorStore):
             "SELECT label, embedding FROM documents WHERE seq > ?", (since,)
         )
         replayed = 0
+        width = 4 * index.dim
         while rows := cursor.fetchmany(_REPLAY_BATCH):
+            for label, blob in rows:
+                if len(blob) != width:
+                    msg = (
+                        f"{self._db.path} is damaged: the document with label "
+                        f"{label} has a {len(blob)}-byte vector, but the store "
+                        f"holds {index.dim}-dimensional float32 vectors ({width} "
+                        "bytes). Nothing was changed; restore the file from a "
+                        "backup, or delete that row."
+                    )
+                    raise CorruptStoreError(msg)
             labels = np.array([row[0] for row in rows], dtype=np.int64)
             raw = np.frombuffer(b"".join(row[1] for row in rows), dtype=np.float32)
             vectors = self._for_index(raw.reshape(len(rows), index.dim))
@@ -748,7 +764,7 @@ class PersistentFAISS(VectorStore):
                 sql = f"SELECT id, text, metadata FROM documents WHERE id IN ({_marks(part)})"  # noqa: E501, S608
                 for doc_id, text, meta in con.execute(sql, part):
                     found[doc_id] = Document(
-                        id=doc_id, page_content=text, metadata=json.loads(meta)
+                        id=doc_id, page_content=text, metadata=self._meta(doc_id, meta)
                     )
         return [found[doc_id] for doc_id in wanted if doc_id in found]
 
@@ -807,9 +823,12 @@ class PersistentFAISS(VectorStore):
                 sql = f"SELECT label, id, text, metadata FROM documents WHERE label IN ({_marks(part)})"  # noqa: E501, S608
                 for label, doc_id, text, meta in con.execute(sql, part):
                     found[label] = Document(
-                        id=doc_id, page_content=text, metadata=json.loads(meta)
+                        id=doc_id, page_content=text, metadata=self._meta(doc_id, meta)
                     )
         return found
+
+    def _meta(self, doc_id: str, data: str) -> dict[str, Any]:
+        return self._db.parse(data, f"the metadata of {doc_id!r}", _as_dict)
 
     def similarity_search_with_score_by_vector(
         self,
@@ -1132,6 +1151,13 @@ class _Checkpointer:
                     exc_info=True,
                 )
             del store
+
+
+def _as_dict(value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        msg = f"a JSON object was expected, found {type(value).__name__}"
+        raise TypeError(msg)
+    return value
 
 
 def _embedding_identity(embedding: Embeddings) -> str:
