@@ -72,6 +72,20 @@ _CORRUPT_HINTS = ("file is not a database", "malformed", "file is encrypted")
 _BUSY_HINTS = ("database is locked", "database is busy")
 
 
+def storable(value: str, name: str) -> str:
+    """Return `value` if SQLite can store it (UTF-8); else a clear `ValueError`."""
+    try:
+        value.encode()
+    except UnicodeEncodeError as exc:
+        msg = (
+            f"{name} contains a lone surrogate ({value[exc.start]!r} at position "
+            f"{exc.start}), which is not valid Unicode and cannot be stored. "
+            "Remove it, or decode the source with errors='replace'."
+        )
+        raise ValueError(msg) from None
+    return value
+
+
 class Database:
     """The store's SQLite file, opened once per thread and per process."""
 

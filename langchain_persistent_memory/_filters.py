@@ -28,12 +28,26 @@ _COMPARISONS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _OPERATORS = ("$eq", "$ne", "$in", "$nin", "$exists", *_COMPARISONS)
 
 
-def typed_value(value: Any) -> tuple[str, Any]:
-    """Return the `(type, value)` pair a metadata value is indexed under."""
+def typed_value(value: Any, where: str = "a metadata value") -> tuple[str, Any]:
+    """Return the `(type, value)` pair a metadata value is indexed under.
+
+    Raises:
+        ValueError: For an int too large for a float (|n| >= 2**1024).
+    """
     if isinstance(value, bool):
         return "bool", int(value)
     if isinstance(value, int):
-        return "num", value if abs(value) <= _INT64_MAX else float(value)
+        if abs(value) <= _INT64_MAX:
+            return "num", value
+        try:
+            return "num", float(value)
+        except OverflowError:
+            msg = (
+                f"{where} is an integer too large to compare "
+                f"({len(str(abs(value)))} digits; the limit is about 308). "
+                "Store it as a string."
+            )
+            raise ValueError(msg) from None
     if isinstance(value, float):
         return "num", value
     if isinstance(value, str):
@@ -193,7 +207,7 @@ def _condition(node: _Node, params: list[Any]) -> str:
 
 
 def _comparable(key: str, op: str, value: Any) -> tuple[str, Any]:
-    kind, comparable = typed_value(value)
+    kind, comparable = typed_value(value, f"the filter value for {key!r}")
     if kind == "other" or (isinstance(value, float) and not math.isfinite(value)):
         msg = (
             f"filter on {key!r}: {op} compares str, int, float or bool values, "

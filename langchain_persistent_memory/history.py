@@ -30,6 +30,7 @@ from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.runnables.config import run_in_executor
 from typing_extensions import Self
 
+from langchain_persistent_memory._db import storable
 from langchain_persistent_memory.memory import PersistentMemory, _check_id, _items
 from langchain_persistent_memory.vectorstores import _marks
 
@@ -317,6 +318,7 @@ class PersistentChatMessageHistory(BaseChatMessageHistory):
                     "keep its content and metadata to JSON types."
                 )
                 raise TypeError(msg) from error
+            storable(data, f"messages[{position}]")
             rows.append((data, int(message.type in self.remember)))
         return rows
 

@@ -32,6 +32,7 @@ from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.runnables.config import run_in_executor
 from typing_extensions import Self
 
+from langchain_persistent_memory._db import storable
 from langchain_persistent_memory._defaults import default_embeddings
 from langchain_persistent_memory._filters import compile_filter, index_rows
 from langchain_persistent_memory.extraction import Fact, aextract, extract
@@ -706,19 +707,23 @@ class PersistentMemory:
         if len(texts) != 1:
             msg = "update() takes one string as the new content."
             raise TypeError(msg)
+        # Everything is checked before paying for an embedding.
+        if metadata is not None:
+            _check_user_metadata(metadata)
+        if importance is not None:
+            importance = _check_importance(importance)
         with self._db.read() as con:
-            self._owned(con, memory_id, user_id)  # before paying for an embedding
+            self._owned(con, memory_id, user_id)
         vector = self._embed(texts)[0]
         with self._db.write() as con:
             old = self._owned(con, memory_id, user_id)
             meta = dict(old.metadata)
             if metadata is not None:
-                _check_user_metadata(metadata)
                 for key in [k for k in meta if k not in RESERVED_KEYS]:
                     del meta[key]
                 meta.update(metadata)
             if importance is not None:
-                meta["importance"] = _check_importance(importance)
+                meta["importance"] = importance
             meta["updated_at"] = time.time()
             meta["content_hash"] = _content_hash(texts[0])
             kept = con.execute(
@@ -1560,7 +1565,7 @@ def _check_id(value: object, name: str) -> str:
     if len(value) > _MAX_ID:
         msg = f"{name} is {len(value)} characters long; the limit is {_MAX_ID}."
         raise ValueError(msg)
-    return value
+    return storable(value, name)
 
 
 def _scope(
@@ -1606,7 +1611,7 @@ def _check_user_metadata(metadata: object) -> None:
             "pass them as arguments (kind=, importance=, ...) or rename them."
         )
         raise ValueError(msg)
-    _metadata_json(metadata, 0)
+    _metadata_json(metadata, 0, "metadata")
 
 
 def _attributes(
@@ -1618,7 +1623,7 @@ def _attributes(
     if not isinstance(kind, str) or not kind.strip():
         msg = f"kind must be a non-empty str such as 'fact', got {kind!r}."
         raise TypeError(msg)
-    attrs: dict[str, Any] = {"kind": kind}
+    attrs: dict[str, Any] = {"kind": storable(kind, "kind")}
     if metadata is not None:
         _check_user_metadata(metadata)
         attrs.update(metadata)
@@ -1663,9 +1668,11 @@ def _items(
     if kind is None:
         kind = "fact" if isinstance(content, str) else "message"
     base = _attributes(kind, metadata, importance, source_ids)
-    if context is not None and not isinstance(context, str):
-        msg = f"context must be a str, got {type(context).__name__}."
-        raise TypeError(msg)
+    if context is not None:
+        if not isinstance(context, str):
+            msg = f"context must be a str, got {type(context).__name__}."
+            raise TypeError(msg)
+        storable(context, "context")
     if created_at is not None and (
         isinstance(created_at, bool)
         or not isinstance(created_at, (int, float))
@@ -1698,7 +1705,13 @@ def _contents(content: object) -> tuple[list[str], list[dict[str, Any]]]:
         if not content.strip():
             msg = "content is empty or whitespace; there is nothing to remember."
             raise ValueError(msg)
-        return [content], [{}]
+        return [storable(content, "content")], [{}]
+    if isinstance(content, (bytes, bytearray)):
+        msg = (
+            f"content must be a string or a list of chat messages, got bytes "
+            f"({type(content).__name__}); decode it first, e.g. content.decode()."
+        )
+        raise TypeError(msg)
     if not isinstance(content, Sequence):
         msg = (
             "content must be a string or a list of chat messages, "
@@ -1714,7 +1727,7 @@ def _contents(content: object) -> tuple[list[str], list[dict[str, Any]]]:
             raise TypeError(msg)
         text = message.text if isinstance(message.text, str) else str(message.text)
         if text.strip():
-            texts.append(text)
+            texts.append(storable(text, f"content[{position}]"))
             extra.append({"role": message.type})
     return texts, extra
 

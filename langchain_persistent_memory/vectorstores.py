@@ -22,8 +22,12 @@ from langchain_core.vectorstores import VectorStore
 from langchain_core.vectorstores.utils import maximal_marginal_relevance
 from typing_extensions import Self, override
 
-from langchain_persistent_memory._db import SCHEMA_VERSION, Database
-from langchain_persistent_memory._filters import compile_filter, index_rows
+from langchain_persistent_memory._db import SCHEMA_VERSION, Database, storable
+from langchain_persistent_memory._filters import (
+    compile_filter,
+    index_rows,
+    typed_value,
+)
 from langchain_persistent_memory._index import (
     CheckpointError,
     FlatIndex,
@@ -1179,20 +1183,22 @@ def _prepare_batch(
     metadatas: list[dict[str, Any]] | None,
     ids: Iterable[str | None] | None,
 ) -> _Batch:
-    if isinstance(texts, str):
-        msg = "texts must be a list of strings, got a single string; wrap it in [...]."
-        raise TypeError(msg)
+    _check_list(texts, "texts")
     checked: list[str] = []
     for position, text in enumerate(texts):  # may be a one-shot iterator
         if not isinstance(text, str):
             msg = f"texts[{position}] must be a str, got {type(text).__name__}."
             raise TypeError(msg)
-        checked.append(text)
+        checked.append(storable(text, f"texts[{position}]"))
         if not text.strip():
             msg = (
                 f"texts[{position}] is empty or whitespace; there is nothing to embed."
             )
             raise ValueError(msg)
+    if metadatas is not None:
+        _check_list(metadatas, "metadatas")
+    if ids is not None:
+        _check_list(ids, "ids")
     metadatas = [{} for _ in checked] if metadatas is None else list(metadatas)
     if len(metadatas) != len(checked):
         msg = f"Expected {len(checked)} metadatas, got {len(metadatas)}."
@@ -1211,35 +1217,61 @@ def _prepare_batch(
     return _Batch(checked, [dict(m) for m in metadatas], metadata_json, final)
 
 
-def _metadata_json(metadata: Any, position: int) -> str:
-    if not isinstance(metadata, Mapping):
-        msg = f"metadatas[{position}] must be a dict, got {type(metadata).__name__}."
+def _check_list(value: object, name: str) -> None:
+    """A list-like argument must not be a string, bytes or a single value."""
+    if isinstance(value, (str, bytes, bytearray)):
+        kind = "a single string" if isinstance(value, str) else "bytes"
+        msg = f"{name} must be a list of strings, got {kind}; wrap it in [...]."
         raise TypeError(msg)
-    for key in metadata:
-        if not isinstance(key, str):
-            msg = f"metadatas[{position}] has a non-string key {key!r}; use str keys."
-            raise TypeError(msg)
+    if not isinstance(value, Iterable) or isinstance(value, Mapping):
+        msg = f"{name} must be a list, got {type(value).__name__}."
+        raise TypeError(msg)
+
+
+def _metadata_json(metadata: Any, position: int, name: str = "metadatas") -> str:
+    where = f"{name}[{position}]" if name == "metadatas" else name
+    if not isinstance(metadata, Mapping):
+        msg = f"{where} must be a dict, got {type(metadata).__name__}."
+        raise TypeError(msg)
+    _check_keys(metadata, where)
+    for key, value in metadata.items():
+        typed_value(value, f"{where}[{key!r}]")  # can it be indexed and compared?
     try:
-        return json.dumps(metadata, ensure_ascii=False, allow_nan=False)
+        text = json.dumps(metadata, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         msg = (
-            f"metadatas[{position}] is not JSON-serialisable ({exc}). Use str, "
+            f"{where} is not JSON-serialisable ({exc}). Use str, "
             "int, float (finite), bool, None, lists and dicts; convert dates "
             "with .isoformat()."
         )
         raise ValueError(msg) from exc
+    return storable(text, where)
+
+
+def _check_keys(value: object, where: str) -> None:
+    """Every dict key, at any depth, must be a str: JSON would rename others."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                msg = (
+                    f"{where} has a non-string key {key!r}; use str keys "
+                    "(JSON would turn it into a string)."
+                )
+                raise TypeError(msg)
+            _check_keys(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for position, item in enumerate(value):
+            _check_keys(item, f"{where}[{position}]")
 
 
 def _check_ids(ids: Iterable[object]) -> list[str]:
-    if isinstance(ids, str):
-        msg = "ids must be a list of strings, got a single string; wrap it in [...]."
-        raise TypeError(msg)
+    _check_list(ids, "ids")
     checked: list[str] = []
     for position, doc_id in enumerate(ids):
         if not isinstance(doc_id, str) or not doc_id:
             msg = f"ids[{position}] must be a non-empty str, got {doc_id!r}."
             raise TypeError(msg)
-        checked.append(doc_id)
+        checked.append(storable(doc_id, f"ids[{position}]"))
     return checked
 
 
