@@ -23,6 +23,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from langchain_persistent_memory._db import storable
+
 _INT64_MAX = 2**63 - 1
 _COMPARISONS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _OPERATORS = ("$eq", "$ne", "$in", "$nin", "$exists", *_COMPARISONS)
@@ -32,26 +34,23 @@ def typed_value(value: Any, where: str = "a metadata value") -> tuple[str, Any]:
     """Return the `(type, value)` pair a metadata value is indexed under.
 
     Raises:
-        ValueError: For an int too large for a float (|n| >= 2**1024).
+        ValueError: For an int beyond the 64-bit range, which SQLite could
+            only compare as a float, that is, inexactly.
     """
     if isinstance(value, bool):
         return "bool", int(value)
     if isinstance(value, int):
-        if abs(value) <= _INT64_MAX:
-            return "num", value
-        try:
-            return "num", float(value)
-        except OverflowError:
+        if abs(value) > _INT64_MAX:
             msg = (
-                f"{where} is an integer too large to compare "
-                f"({len(str(abs(value)))} digits; the limit is about 308). "
-                "Store it as a string."
+                f"{where} is an integer beyond the 64-bit range, which cannot be "
+                "indexed and compared exactly. Store it as a string."
             )
-            raise ValueError(msg) from None
+            raise ValueError(msg)
+        return "num", value
     if isinstance(value, float):
         return "num", value
     if isinstance(value, str):
-        return "str", value
+        return "str", storable(value, where)
     return "other", None
 
 
@@ -125,6 +124,7 @@ def _parse(flt: Mapping[str, Any]) -> _Node:
 
 def _leaf(key: str, op: str, value: Any) -> _Node:
     """Validate one condition; values become `(type, value)` pairs."""
+    storable(key, "a filter key")
     if op in ("$eq", "$ne"):
         return ("leaf", key, op, _comparable(key, op, value))
     if op in ("$in", "$nin"):

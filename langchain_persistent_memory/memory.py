@@ -926,10 +926,12 @@ class PersistentMemory:
             for number, line in enumerate(handle, start=1):
                 if line.strip():
                     records.append(_import_record(line, number))
+        with self._db.read() as con:  # before paying for embeddings
+            self._check_import_owners(con, records)
         texts = [record[1] for record in records]
         vectors = self._embed(texts) if texts else np.empty((0, 0), dtype=np.float32)
         with self._db.write() as con:
-            self._check_import_owners(con, records)
+            self._check_import_owners(con, records)  # again: others may write
             for (memory_id, text, context, meta), vector in zip(
                 records, vectors, strict=True
             ):
@@ -1002,7 +1004,7 @@ class PersistentMemory:
             rows = con.execute(
                 "SELECT op, text, metadata, at FROM memory_audit"
                 " WHERE memory_id = ? AND user_id = ? ORDER BY seq",
-                (memory_id, _check_id(user_id, "user_id")),
+                (_check_memory_id(memory_id), _check_id(user_id, "user_id")),
             ).fetchall()
         return [
             {
@@ -1451,6 +1453,8 @@ class PersistentMemory:
         self, con: Connection, ids: Sequence[str], user_id: str
     ) -> builtins.list[int]:
         """Labels of those of `ids` that are memories of `user_id` (one query)."""
+        for memory_id in ids:
+            _check_memory_id(memory_id)
         return [
             row[0]
             for part in _chunks(list(ids))
@@ -1568,6 +1572,13 @@ def _check_id(value: object, name: str) -> str:
     return storable(value, name)
 
 
+def _check_memory_id(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        msg = f"memory_id must be a non-empty str, got {value!r}."
+        raise TypeError(msg)
+    return storable(value, "memory_id")
+
+
 def _scope(
     user_id: str, session_id: str | None, agent_id: str | None
 ) -> dict[str, str]:
@@ -1634,7 +1645,9 @@ def _attributes(
         ):
             msg = "source_ids must be a list of strings."
             raise TypeError(msg)
-        attrs["source_ids"] = list(source_ids)
+        attrs["source_ids"] = [
+            storable(s, f"source_ids[{i}]") for i, s in enumerate(source_ids)
+        ]
     return attrs
 
 
@@ -1862,20 +1875,7 @@ def _import_record(
     if not isinstance(record, dict):
         msg = f"{where} is not a memory record (a JSON object)."
         raise ValueError(msg)  # noqa: TRY004 - bad file content
-    memory_id, text = record.get("id"), record.get("text")
-    meta, context = record.get("metadata"), record.get("context")
-    if not isinstance(memory_id, str) or not memory_id:
-        msg = f"{where}: 'id' must be a non-empty string."
-        raise ValueError(msg)
-    if not isinstance(text, str) or not text.strip():
-        msg = f"{where}: 'text' must be a non-empty string."
-        raise ValueError(msg)
-    if context is not None and not isinstance(context, str):
-        msg = f"{where}: 'context' must be a string or null."
-        raise ValueError(msg)
-    if not isinstance(meta, dict):
-        msg = f"{where}: 'metadata' must be an object."
-        raise ValueError(msg)  # noqa: TRY004 - bad file content
+    memory_id, text, context, meta = _import_fields(record, where)
     # Scores are a search's; chat_seq points into the exporting store's log.
     meta = {k: v for k, v in meta.items() if k not in ("score", "scores", "chat_seq")}
     for key in ("created_at", "updated_at"):
@@ -1898,6 +1898,30 @@ def _import_record(
         raise ValueError(msg) from exc
     meta.setdefault("importance", 0.5)
     meta["content_hash"] = _content_hash(text)
+    return memory_id, text, context, meta
+
+
+def _import_fields(
+    record: dict[str, Any], where: str
+) -> tuple[str, str, str | None, dict[str, Any]]:
+    """The id, text, context and metadata of one exported record, checked."""
+    memory_id, text = record.get("id"), record.get("text")
+    meta, context = record.get("metadata"), record.get("context")
+    if not isinstance(memory_id, str) or not memory_id:
+        msg = f"{where}: 'id' must be a non-empty string."
+        raise ValueError(msg)
+    if not isinstance(text, str) or not text.strip():
+        msg = f"{where}: 'text' must be a non-empty string."
+        raise ValueError(msg)
+    if context is not None and not isinstance(context, str):
+        msg = f"{where}: 'context' must be a string or null."
+        raise ValueError(msg)
+    if not isinstance(meta, dict):
+        msg = f"{where}: 'metadata' must be an object."
+        raise ValueError(msg)  # noqa: TRY004 - bad file content
+    for name, value in (("id", memory_id), ("text", text), ("context", context)):
+        if value is not None:
+            storable(value, f"{where}: {name!r}")
     return memory_id, text, context, meta
 
 

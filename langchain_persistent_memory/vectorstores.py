@@ -135,7 +135,9 @@ class PersistentFAISS(VectorStore):
         store.similarity_search("tea", k=4, filter={"user_id": {"$in": ["u1", "u3"]}})
         ```
         Operators: `$eq $ne $in $nin $gt $gte $lt $lte $exists`, combined
-        with `$and` / `$or`. Values compared must be str, int, float or bool.
+        with `$and` / `$or`. Values compared must be str, int (64-bit),
+        float or bool. A top-level metadata int beyond the 64-bit range is
+        refused (it could only be compared inexactly); store it as a string.
 
     Search with score:
         ```python

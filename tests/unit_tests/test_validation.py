@@ -121,7 +121,7 @@ def test_unicode_and_odd_ids_round_trip(
         {"k": "'; DROP TABLE x; --"},
         {"nested": {"a": [1, 2, {"b": None}]}},
         {},
-        {"n": 2**70},
+        {"n": 2**62, "nested": [2**70]},
     ]
     with PersistentFAISS(store_path, embedding) as store:
         store.add_texts(texts, metas, ids=ids)
@@ -132,8 +132,13 @@ def test_unicode_and_odd_ids_round_trip(
         assert store.similarity_search(texts[1], k=1)[0].id == ids[1]
         assert [
             d.id
-            for d in store.similarity_search("x", k=4, filter={"n": {"$gt": 2**69}})
+            for d in store.similarity_search("x", k=4, filter={"n": {"$gt": 2**61}})
         ] == ["%_%"]
+        # Beyond 64 bits SQLite could only compare as floats: refused, exactly.
+        with pytest.raises(ValueError, match=r"metadatas\[0\]\['n'\].*64-bit"):
+            store.add_texts(["big"], [{"n": 2**63}])
+        with pytest.raises(ValueError, match=r"filter value for 'n'.*64-bit"):
+            store.similarity_search("x", filter={"n": {"$gt": -(2**63) - 1}})
 
 
 def test_other_dimension_is_a_clear_error(store_path: Path) -> None:
