@@ -196,9 +196,11 @@ class AddResult:
     """What `PersistentMemory.add` did with each piece of content."""
 
     ids: list[str] = field(default_factory=list)
-    """Ids of the memories stored (new or refreshed), in input order."""
+    """Ids of the new memories stored, in input order."""
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    """`(text, reason)` for each piece of content not stored."""
+    """`(text, reason)` for each piece of content not stored as a new memory:
+    the write gate's reason, or a duplicate that refreshed an existing memory
+    (the reason names its id)."""
 
 
 @dataclass
