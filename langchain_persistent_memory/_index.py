@@ -256,11 +256,13 @@ def checkpoint_index(labels: Labels, vectors: Vectors, metric: Metric) -> Any:
     return idmap
 
 
-def write_checkpoint(path: Path, idmap: Any, *, store_id: bytes, seq: int) -> None:
-    """Write a checkpoint atomically: temp file, fsync, rename, fsync the directory.
+def write_checkpoint(path: Path, idmap: Any, *, store_id: bytes, seq: int) -> Path:
+    """Write a checkpoint to a temporary file beside `path`, fsynced; return it.
 
     `idmap` comes from `checkpoint_index`. FAISS streams it to the temporary
     file; the trailer is computed from what was written and appended.
+    `publish_checkpoint` then renames it over `path`; a temporary file that
+    is never published is the caller's to delete.
     """
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
@@ -288,11 +290,16 @@ def write_checkpoint(path: Path, idmap: Any, *, store_id: bytes, seq: int) -> No
             handle.write(fields + _CRC.pack(zlib.crc32(fields, crc)))
             handle.flush()
             os.fsync(handle.fileno())
-        tmp.replace(path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    return tmp
+
+
+def publish_checkpoint(tmp: Path, path: Path) -> None:
+    """Rename a written checkpoint over `path` (atomic), then fsync the directory."""
+    tmp.replace(path)
     _fsync_directory(path.parent)
 
 

@@ -34,6 +34,7 @@ from langchain_persistent_memory._index import (
     Metric,
     checkpoint_index,
     checkpoint_stamp,
+    publish_checkpoint,
     read_checkpoint,
     remove_stale_temp_files,
     write_checkpoint,
@@ -505,26 +506,40 @@ class PersistentFAISS(VectorStore):
                 idmap = checkpoint_index(
                     self._index.labels(), self._index.vectors(), self._metric
                 )
-            on_disk = checkpoint_stamp(self._index_path)
-            if on_disk is not None and on_disk > seq:
-                return  # another process saved a newer one; never go back
+            if self._newer_on_disk(seq):
+                return
+            tmp: Path | None = None
             try:
-                write_checkpoint(
+                tmp = write_checkpoint(
                     self._index_path, idmap, store_id=self._store_id, seq=seq
                 )
+                # The check and the rename run under the database's write lock,
+                # so no other process publishes in between: an older
+                # checkpoint never replaces a newer one.
+                with self._db.write() as con:
+                    if self._newer_on_disk(seq):
+                        return
+                    publish_checkpoint(tmp, self._index_path)
+                    tmp = None
+                    con.execute("DELETE FROM tombstones WHERE seq <= ?", (seq,))
+                    con.execute(
+                        "UPDATE settings SET value = ? WHERE key = 'tombstone_floor'"
+                        " AND CAST(value AS INTEGER) < ?",
+                        (str(seq), seq),
+                    )
+                self._saved_seq = seq
             except BaseException:
                 self._checkpointer.note(pending)  # still unsaved: retry later
                 raise
             finally:
                 del idmap
-            self._saved_seq = seq
-            with self._db.write() as con:
-                con.execute("DELETE FROM tombstones WHERE seq <= ?", (seq,))
-                con.execute(
-                    "UPDATE settings SET value = ? WHERE key = 'tombstone_floor'"
-                    " AND CAST(value AS INTEGER) < ?",
-                    (str(seq), seq),
-                )
+                if tmp is not None:
+                    tmp.unlink(missing_ok=True)
+
+    def _newer_on_disk(self, seq: int) -> bool:
+        """Whether another process already saved a checkpoint newer than `seq`."""
+        on_disk = checkpoint_stamp(self._index_path)
+        return on_disk is not None and on_disk > seq
 
     def close(self) -> None:
         """Write a final checkpoint if needed and close the store. Idempotent.

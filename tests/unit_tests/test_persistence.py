@@ -423,3 +423,38 @@ def test_checkpoints_left_by_dead_writers_are_removed_on_open(
     assert not stale.exists()
     assert live.exists()
     assert other.exists()
+
+
+def test_a_checkpoint_published_meanwhile_by_another_writer_is_kept(
+    store_path: Path, embedding: Embeddings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two writers checkpoint at once; the older one must not win the rename."""
+    from langchain_persistent_memory import vectorstores
+
+    first = PersistentFAISS(store_path, embedding, checkpoint_every=10**9)
+    second = PersistentFAISS(store_path, embedding, checkpoint_every=10**9)
+    first.add_texts(TEXTS[:50], ids=[f"id-{i}" for i in range(50)])
+    real = vectorstores.write_checkpoint
+
+    def other_writer_meanwhile(*args: object, **kwargs: object) -> Path:
+        if not second.get_by_ids(["late"]):  # only in the first writer's call
+            # After the first writer checked the stamp on disk and before its
+            # rename, the second writes more and publishes a newer checkpoint.
+            second.add_texts(["written meanwhile"], ids=["late"])
+            second.checkpoint()
+        return real(*args, **kwargs)  # type: ignore[arg-type,no-any-return]
+
+    with mock.patch.object(vectorstores, "write_checkpoint", other_writer_meanwhile):
+        first.checkpoint()
+    newer = checkpoint_stamp(store_path / "index.faiss")
+    assert newer == second._seq
+    assert newer > first._seq
+    assert not [p for p in store_path.iterdir() if p.name.endswith(".tmp")]
+    first.close()
+    second.close()
+    with (
+        caplog.at_level(logging.WARNING),
+        PersistentFAISS(store_path, embedding) as store,
+    ):
+        assert top_ids(store, "written meanwhile", k=1) == ["late"]
+    assert not any("Rebuilding" in r.getMessage() for r in caplog.records)
