@@ -307,6 +307,22 @@ def expected_error_type(fault: Fault) -> type[BaseException]:
     return type(fault.error) if fault.error is not None else ValueError
 
 
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON Lines file, as `export` writes them.
+
+    Split on "\\n" only: texts may hold U+2028 or U+0085, which JSON leaves
+    unescaped and `str.splitlines` would cut.
+    """
+    text = path.read_text("utf-8")
+    return [json.loads(line) for line in text.split("\n") if line]
+
+
+def write_jsonl(path: Path, lines: list[str]) -> Path:
+    """An import file of these lines (each already JSON text)."""
+    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    return path
+
+
 @contextlib.contextmanager
 def scratch() -> Iterator[Path]:
     """A fresh directory per hypothesis example (fixtures live per test)."""
@@ -918,7 +934,7 @@ def check_memory(
     hits = memory.search(case.content, user_id=user, k=5)
     assert [(d.id, d.page_content) for d in hits] == [(memory_id, case.content)]
     assert memory.export(root / "out.jsonl", user_id=user) == 1
-    record = json.loads((root / "out.jsonl").read_text(encoding="utf-8"))
+    [record] = read_jsonl(root / "out.jsonl")
     assert record == {
         "id": memory_id,
         "text": case.content,
@@ -1451,8 +1467,7 @@ class IsolationMachine(RuleBasedStateMachine):
         self.exports += 1
         target = self.root / f"export-{self.exports}.jsonl"
         assert self.memory.export(target, user_id=user) == len(self.owned[user])
-        lines = target.read_text(encoding="utf-8").splitlines()
-        records = [json.loads(line) for line in lines]
+        records = read_jsonl(target)
         assert {r["id"]: r["text"] for r in records} == {
             i: r.text for i, r in self.owned[user].items()
         }
@@ -1781,16 +1796,12 @@ def test_memory_import_round_trips_or_rejects(
             for user, text, meta, context in adds:
                 source.add(text, user_id=user, metadata=meta, context=context)
             assert source.export(root / "all.jsonl") > 0
-        records = [
-            json.loads(line)
-            for line in (root / "all.jsonl").read_text(encoding="utf-8").split("\n")
-            if line
-        ]
+        records = read_jsonl(root / "all.jsonl")
         at = data.draw(st.integers(0, len(records) - 1), label="bad line")
         lines = [
             import_line(r, mistake if i == at else None) for i, r in enumerate(records)
         ]
-        (root / "in.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        write_jsonl(root / "in.jsonl", lines)
         with open_memory(root / "target") as target:
             taken = seed(target)
             target.store.add_texts(["x"], [{"user_id": "the owner"}], ids=["taken"])
@@ -1807,11 +1818,7 @@ def test_memory_import_round_trips_or_rejects(
             assert target.list(user_id=SEED_USER) == seeded
             assert target.get(taken, user_id=SEED_USER) is not None
             assert target.export(root / "again.jsonl") == len(records) + 2
-            again = [
-                json.loads(line)
-                for line in (root / "again.jsonl").read_text("utf-8").split("\n")
-                if line
-            ]
+            again = read_jsonl(root / "again.jsonl")
             assert sorted(
                 (r for r in again if r["id"] not in (taken, "taken")),
                 key=lambda r: r["id"],
@@ -1833,7 +1840,7 @@ def test_import_of_lone_surrogates_changes_nothing(bad: str, field: str) -> None
     with scratch() as root, open_memory(root) as memory:
         seed(memory)
         memory.export(root / "out.jsonl")
-        record = json.loads((root / "out.jsonl").read_text("utf-8"))
+        [record] = read_jsonl(root / "out.jsonl")
         record.update(id="new id", text="new text")
         if field in ("text", "context", "id"):
             record[field] = "new " + bad
@@ -1843,10 +1850,10 @@ def test_import_of_lone_surrogates_changes_nothing(bad: str, field: str) -> None
             record["metadata"]["source_ids"] = [bad]
         else:
             record["metadata"][field] = bad
-        line = json.dumps(record)  # ASCII: the surrogate is written as \udxxx
-        (root / "in.jsonl").write_text(f"{line}\n", encoding="utf-8")
+        # ASCII JSON: the surrogate is written as \udxxx.
+        path = write_jsonl(root / "in.jsonl", [json.dumps(record)])
         before = db_snapshot(root)
-        _, error = attempt(lambda: memory.import_(root / "in.jsonl"))
+        _, error = attempt(lambda: memory.import_(path))
         assert isinstance(error, ValueError)
         assert db_snapshot(root) == before
         assert_names(error, "line 1")
@@ -1861,13 +1868,13 @@ def test_import_over_another_users_memory_changes_nothing(
     with scratch() as root, open_memory(root) as memory:
         victim = memory.add("the owner's memory", user_id=owner).ids[0]
         memory.export(root / "out.jsonl")
-        record = json.loads((root / "out.jsonl").read_text("utf-8"))
+        [record] = read_jsonl(root / "out.jsonl")
         record["text"] = "new " + text
         record["metadata"]["user_id"] = owner + thief  # never the owner
         line = json.dumps(record, ensure_ascii=False)
-        (root / "in.jsonl").write_text(f"{line}\n", encoding="utf-8")
+        path = write_jsonl(root / "in.jsonl", [line])
         before = db_snapshot(root)
-        _, error = attempt(lambda: memory.import_(root / "in.jsonl"))
+        _, error = attempt(lambda: memory.import_(path))
         assert_names(error, "Record 1", "line 1")
         assert memory.get(victim, user_id=owner) is not None
         assert db_snapshot(root) == before
