@@ -221,9 +221,11 @@ class PersistentMemory:
     Args:
         path: Directory of the store (created if missing).
         embedding: The LangChain `Embeddings` used for memories and queries.
-            When None: OpenAI `text-embedding-3-small` if `OPENAI_API_KEY`
-            is set (the `openai` extra), else `PersistentMemoryError` saying
-            how to choose one (`LocalEmbeddings()` runs offline).
+            When None: the model the store was made with if it exists
+            (`LocalEmbeddings` or an OpenAI model); else OpenAI
+            `text-embedding-3-small` if `OPENAI_API_KEY` is set (the `openai`
+            extra); else `LocalEmbeddings()` if the `local` extra is
+            installed; else `PersistentMemoryError` saying how to choose.
         write_gate: Called with each text before anything is embedded;
             returns a reason to skip it or None. `None` stores everything.
         half_life_days: Time decay: a memory's score halves every this many
@@ -285,7 +287,7 @@ class PersistentMemory:
         if half_life_days is not None and not half_life_days > 0:
             msg = f"half_life_days must be > 0 or None, got {half_life_days!r}."
             raise ValueError(msg)
-        embedding = default_embeddings() if embedding is None else embedding
+        embedding = default_embeddings(Path(path)) if embedding is None else embedding
         if dedup_threshold == "auto":
             dedup_threshold = float(
                 getattr(embedding, "near_duplicate_threshold", _DEDUP_DEFAULT)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
+from langchain_persistent_memory._defaults import embeddings_from_spec
 from langchain_persistent_memory.evaluation.locomo import evaluate, format_table
 
 if TYPE_CHECKING:
@@ -23,17 +23,10 @@ def _embedding(spec: str) -> Embeddings:
     if spec == "fake":
         # Vectors without meaning: the keyword side alone decides.
         return DeterministicFakeEmbedding(size=64)
-    if spec == "local":
-        from langchain_persistent_memory.embeddings import LocalEmbeddings  # noqa: PLC0415
-
-        return LocalEmbeddings()
-    module_name, _, attribute = spec.partition(":")
-    if not attribute:
-        msg = f"--embedding takes 'fake' or 'module:callable', got {spec!r}."
-        raise SystemExit(msg)
-    factory = getattr(importlib.import_module(module_name), attribute)
-    embedding: Embeddings = factory()
-    return embedding
+    try:
+        return embeddings_from_spec(spec)
+    except (ValueError, TypeError) as exc:
+        raise SystemExit(str(exc)) from exc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         "--embedding",
         default="fake",
         help="'fake' (vectors without meaning; ranks by keyword search alone), "
-        "'local' (the offline LocalEmbeddings, extra 'local'), or "
-        "'module:callable' returning a LangChain Embeddings",
+        "'local' (the offline LocalEmbeddings, extra 'local'), 'openai[:MODEL]', "
+        "or 'module:callable' returning a LangChain Embeddings",
     )
     locomo.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)

@@ -310,13 +310,10 @@ def test_answers_that_are_not_messages_are_reported(
     ]
 
 
-def test_without_a_key_the_defaults_say_how_to_choose(
+def test_without_a_key_the_chat_model_default_says_how_to_choose(
     store_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    with pytest.raises(PersistentMemoryError, match="LocalEmbeddings"):
-        PersistentMemory(store_path)
-    assert not (store_path / "memory.db").exists()
     with (
         PersistentMemory(store_path, DeterministicFakeEmbedding(size=8)) as memory,
         pytest.raises(PersistentMemoryError, match="OPENAI_API_KEY"),
