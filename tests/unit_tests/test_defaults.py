@@ -113,7 +113,8 @@ def test_with_neither_the_error_says_how_to_choose(store_path: Path) -> None:
     assert "created: False" in out
 
 
-def test_embeddings_from_spec(no_key: None) -> None:
+@pytest.mark.usefixtures("no_key")
+def test_embeddings_from_spec() -> None:
     assert isinstance(embeddings_from_spec("local"), LocalEmbeddings)
     fake = embeddings_from_spec("tests.unit_tests.test_defaults:_fake")
     assert isinstance(fake, DeterministicFakeEmbedding)
