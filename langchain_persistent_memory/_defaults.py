@@ -52,7 +52,7 @@ def recorded_model(path: Path) -> str | None:
     if not database.is_file():
         return None
     try:
-        con = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)
+        con = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
     except sqlite3.Error:
         return None
     try:

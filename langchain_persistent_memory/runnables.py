@@ -217,6 +217,19 @@ class RunnableWithPersistentMemory(Runnable[Any, Any]):
         )
         self._raise_errors()
 
+    def _preview(self, value: Any, config: RunnableConfig) -> list[BaseMessage]:
+        """The messages a call would send to the model; nothing is written.
+
+        For `lpm chat --dry-run`: the same window, retrieval and prompt as a
+        call, without calling the model or writing the turn.
+        """
+        config = ensure_config(config)
+        history, current, extra = self._start(value, config)
+        window = history._window()  # noqa: SLF001 - same package
+        docs = self._retrieve(history, current, window, config)
+        prompt = self.prompt.invoke(self._values(current, extra, window, docs))
+        return prompt.to_messages()
+
     # -------------------------------------------------------------- the call
 
     def _invoke(

@@ -7,6 +7,7 @@ import logging
 import math
 import operator
 import os
+import sqlite3
 import threading
 import uuid
 import weakref
@@ -446,8 +447,16 @@ class PersistentFAISS(VectorStore):
     def _new_index(self, dim: int) -> FlatIndex:
         return FlatIndex(dim, self._metric, self._nprobe)
 
-    def _replay(self, con: Connection, since: int) -> int:
-        """Apply the changes after `since` (all rows if 0) to the index."""
+    def _replay(
+        self,
+        con: Connection,
+        since: int,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Apply the changes after `since` (all rows if 0) to the index.
+
+        `progress` is called with the rows replayed so far after each batch.
+        """
         index = self._index
         assert index is not None  # noqa: S101 - callers create it first
         if since > 0:
@@ -478,6 +487,8 @@ class PersistentFAISS(VectorStore):
                 index.remove(labels)
             index.add(labels, vectors)
             replayed += len(rows)
+            if progress is not None:
+                progress(replayed)
         return replayed
 
     def _for_index(self, vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -535,6 +546,46 @@ class PersistentFAISS(VectorStore):
                 del idmap
                 if tmp is not None:
                     tmp.unlink(missing_ok=True)
+
+    def _reindex(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Rebuild the index from `memory.db` and checkpoint it; return its rows.
+
+        For operators (`lpm reindex`): opening a store already rebuilds an
+        index it cannot trust, so this is only needed to force one.
+        `progress` is called with `(rows done, rows in all)`.
+        """
+        with self._index_lock, self._db.read() as con:
+            head = con.execute("SELECT seq FROM counter").fetchone()[0]
+            total = con.execute("SELECT count(*) FROM documents").fetchone()[0]
+            self._dim = self._dim or _read_dimension(con)
+            if self._dim is None:
+                return 0
+            self._index, self._saved_seq = self._new_index(self._dim), None
+            try:
+                rows = self._replay(
+                    con, 0, None if progress is None else lambda n: progress(n, total)
+                )
+            except BaseException:
+                self._index, self._seq = None, 0
+                raise
+            self._seq = head
+        self._checkpointer.note(rows)
+        self.checkpoint()
+        return rows
+
+    def _compact(self) -> None:
+        """Checkpoint, then give the space of deleted rows back (`lpm compact`).
+
+        VACUUM rewrites `memory.db` under SQLite's exclusive lock; other
+        processes wait up to their `busy_timeout` meanwhile.
+        """
+        self.checkpoint()
+        con = self._db.connection()
+        try:
+            con.execute("VACUUM")
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            raise self._db.translate(exc) from exc
 
     def _newer_on_disk(self, seq: int) -> bool:
         """Whether another process already saved a checkpoint newer than `seq`."""

@@ -136,3 +136,14 @@ def test_recorded_model_is_quiet_on_what_is_not_a_store(tmp_path: Path) -> None:
 
 def _fake() -> DeterministicFakeEmbedding:
     return DeterministicFakeEmbedding(size=8)
+
+
+@pytest.mark.usefixtures("no_key")
+def test_a_relative_path_finds_its_recorded_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with PersistentMemory("rel", DeterministicFakeEmbedding(size=8)):
+        pass
+    assert recorded_model(tmp_path / "rel") == "DeterministicFakeEmbedding"
+    assert recorded_model(type(tmp_path)("rel")) == "DeterministicFakeEmbedding"
