@@ -33,6 +33,7 @@ from langchain_persistent_memory.runnables import (
     format_memories,
     with_persistent_memory,
 )
+from langchain_persistent_memory.tools import create_memory_tools
 from langchain_persistent_memory.vectorstores import PersistentFAISS
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "RunnableWithPersistentMemory",
     "StoreBusyError",
     "create_memory_prompt",
+    "create_memory_tools",
     "default_write_gate",
     "format_memories",
     "with_persistent_memory",

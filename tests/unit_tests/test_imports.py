@@ -14,6 +14,7 @@ EXPECTED_ALL = [
     "RunnableWithPersistentMemory",
     "StoreBusyError",
     "create_memory_prompt",
+    "create_memory_tools",
     "default_write_gate",
     "format_memories",
     "with_persistent_memory",
