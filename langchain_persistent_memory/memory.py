@@ -375,7 +375,9 @@ class PersistentMemory:
             created_at: When it happened, in epoch seconds (default: now).
 
         Returns:
-            The ids stored or refreshed, and the texts skipped with why.
+            The ids of the new memories, and the texts not stored as new
+            ones with why (small talk, or a duplicate that refreshed the
+            memory it names).
 
         Raises:
             TypeError: If content, ids or metadata have the wrong type.
