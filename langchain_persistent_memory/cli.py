@@ -739,6 +739,9 @@ def _checkpoint_check(
     if "dimension" not in settings:
         return (_INDEX_FILE, "ok", "nothing stored yet")
     floor = int(settings.get("tombstone_floor", "0"))
+    if not (path / _INDEX_FILE).exists():
+        detail = f"none yet; each open builds the index from {DB_FILE} ({rows:,} rows)"
+        return (_INDEX_FILE, "ok", detail)
     try:
         stamp, index = read_checkpoint(
             path / _INDEX_FILE,

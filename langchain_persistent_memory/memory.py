@@ -606,7 +606,10 @@ class PersistentMemory:
     ) -> tuple[str, str] | None:
         live = {"user_id": user_id, "kind": kind}
         with self._db.read() as con:
-            same = self._labels(con, {**live, "content_hash": digest})
+            # The hash drives the lookup (one index probe); the user and kind
+            # are checked per candidate. Driving by user would scan all of
+            # the user's memories for every text added.
+            same = self._labels(con, {"content_hash": digest, **live})
             if same:
                 return self._rows(same[:1])[0].id or "", "duplicate"
         if self._dedup is None:
@@ -851,6 +854,7 @@ class PersistentMemory:
                 use,
                 now,
                 half_life,
+                reinforcement=self._reinforcement,
                 older_than_days=older_than_days,
                 max_per_user=max_per_user,
             )
@@ -1843,6 +1847,7 @@ def _doomed(
     now: float,
     half_life: float,
     *,
+    reinforcement: float,
     older_than_days: float | None,
     max_per_user: int | None,
 ) -> dict[int, str]:
@@ -1858,7 +1863,7 @@ def _doomed(
         value = (
             doc.metadata.get("importance", 0.5)
             * 0.5 ** (age / half_life)
-            * (1.0 + 0.1 * math.log1p(uses))
+            * (1.0 + reinforcement * math.log1p(uses))
         )
         by_user.setdefault(doc.metadata["user_id"], []).append((value, label))
     if max_per_user is not None:

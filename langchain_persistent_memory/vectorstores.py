@@ -431,13 +431,21 @@ class PersistentFAISS(VectorStore):
                 )
                 raise CheckpointError(msg)  # noqa: TRY301 - one report below
         except CheckpointError as exc:
-            if self._index_path.exists() or (opening and head > 0):
+            if self._index_path.exists():
                 logger.warning(
-                    "Rebuilding the index of %s from %s: %s %s.",
+                    "Rebuilding the index of %s from %s: %s cannot be used: %s.",
                     self.path,
                     DB_FILE,
                     INDEX_FILE,
                     exc,
+                )
+            elif opening and head > 0:
+                # Normal before a store's first checkpoint: not a warning.
+                logger.info(
+                    "Building the index of %s from %s: no %s yet.",
+                    self.path,
+                    DB_FILE,
+                    INDEX_FILE,
                 )
             self._saved_seq = None
             return self._new_index(self._dim), 0

@@ -170,14 +170,25 @@ def check(path: Path, before: State, after: State, rng: random.Random) -> dict:
     logging.getLogger("langchain_persistent_memory").addHandler(warnings)
     con = sqlite3.connect(path / "memory.db")
     try:
-        rows: Rows = {
-            doc_id: (text, json.loads(meta), blob, label)
-            for doc_id, text, meta, blob, label in con.execute(
-                "SELECT id, text, metadata, embedding, label FROM documents"
-            )
-        }
+        tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master")}
+        # A writer killed before its store's first transaction committed
+        # leaves an empty file: a valid store with nothing in it.
+        rows: Rows = (
+            {
+                doc_id: (text, json.loads(meta), blob, label)
+                for doc_id, text, meta, blob, label in con.execute(
+                    "SELECT id, text, metadata, embedding, label FROM documents"
+                )
+            }
+            if "documents" in tables
+            else {}
+        )
         integrity = con.execute("PRAGMA integrity_check").fetchone()[0]
-        head = con.execute("SELECT seq FROM counter").fetchone()[0]
+        head = (
+            con.execute("SELECT seq FROM counter").fetchone()[0]
+            if "counter" in tables
+            else 0
+        )
     finally:
         con.close()
     if integrity != "ok":
