@@ -18,25 +18,16 @@ from langchain_persistent_memory._defaults import (
     recorded_model,
 )
 from tests.unit_tests.conftest import run_python
-from tests.unit_tests.openai_server import FakeOpenAIServer
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
+
+    from tests.unit_tests.openai_server import FakeOpenAIServer
 
 
 @pytest.fixture
 def no_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAIServer]:
-    with FakeOpenAIServer() as server:
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-        monkeypatch.delenv("OPENAI_API_BASE", raising=False)
-        yield server
 
 
 @pytest.mark.usefixtures("no_key")

@@ -21,27 +21,17 @@ from langchain_persistent_memory import (
     with_persistent_memory,
 )
 from tests.unit_tests.conftest import run_python
-from tests.unit_tests.openai_server import FakeOpenAIServer
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
+
+    from tests.unit_tests.openai_server import FakeOpenAIServer
 
 SEED = [
     "User prefers short technical explanations.",
     "User is building a SaaS AI tool.",
 ]
 HEADER = create_memory_prompt().format_messages(memories="", input=[])[0].text
-
-
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAIServer]:
-    with FakeOpenAIServer() as server:
-        # What a user sets; child processes inherit it too.
-        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
-        monkeypatch.delenv("OPENAI_API_BASE", raising=False)
-        yield server
 
 
 def config(user: str, session: str) -> dict[str, Any]:
