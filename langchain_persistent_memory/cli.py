@@ -55,7 +55,6 @@ from langchain_persistent_memory._defaults import (
     DB_FILE,
     default_embeddings,
     embeddings_from_spec,
-    recorded_model,
 )
 from langchain_persistent_memory._index import (
     CheckpointError,
@@ -82,6 +81,7 @@ _INDEX_FILE = "index.faiss"
 _INSTALL_LOCAL = 'pip install "langchain-persistent-memory[local]"'
 _INSTALL_OPENAI = 'pip install "langchain-persistent-memory[openai]"'
 _KIB = 1024
+_OUR_MODELS = ("LocalEmbeddings", "OpenAIEmbeddings")
 _DEFAULT_STORE = "./memory"
 
 
@@ -92,6 +92,10 @@ class CliError(Exception):
         """Keep the message and the exit code."""
         super().__init__(message)
         self.code = code
+
+
+class _BareStoreError(CliError):
+    """The directory holds a `PersistentFAISS` store, not a memory store."""
 
 
 # ---------------------------------------------------------------- output
@@ -199,13 +203,58 @@ def _store_path(args: argparse.Namespace) -> Path:
     return Path(args.store).expanduser()
 
 
-def _require_store(path: Path) -> None:
-    if not (path / DB_FILE).is_file():
+def _require_file(path: Path) -> Path:
+    """The store's database file, or `CliError` (not found) if there is none."""
+    database = path / DB_FILE
+    if not database.is_file():
         msg = (
             f"No store at {path} (no {DB_FILE} there). Pass --store DIR or set "
             "LPM_STORE to the directory of an existing store."
         )
         raise CliError(msg, EXIT_NOT_FOUND)
+    return database
+
+
+def _require_store(path: Path) -> str:
+    """Check, without writing, that `path` holds a memory store; its model.
+
+    Read-only commands must never be the ones that create or change a
+    store: a directory without a store, a store not yet initialised and a
+    bare `PersistentFAISS` vector store are refused here.
+    """
+    database = _require_file(path)
+    try:
+        con = _read_only(path)
+        try:
+            tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master")}
+            model = (
+                con.execute(
+                    "SELECT value FROM settings WHERE key = 'embedding_model'"
+                ).fetchone()
+                if "settings" in tables
+                else None
+            )
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        msg = (
+            f"Cannot read {database} ({exc}): check its permissions (run as the "
+            "store's owner), or run `lpm doctor` if it may be damaged."
+        )
+        raise CliError(msg) from exc
+    if model is None:
+        msg = (
+            f"{database} is not an initialised store (no recorded embedding "
+            "model); nothing was changed. Open it once from your app first."
+        )
+        raise CliError(msg, EXIT_NOT_FOUND)
+    if "memory_fts" not in tables:
+        msg = (
+            f"The store at {path} is a bare PersistentFAISS vector store; lpm "
+            "works on PersistentMemory stores. Nothing was changed."
+        )
+        raise _BareStoreError(msg)
+    return str(model[0])
 
 
 def _open(
@@ -213,13 +262,24 @@ def _open(
 ) -> PersistentMemory:
     """Open the store; with `embeds`, with a real model, else with none."""
     path = _store_path(args)
-    if not create:
-        _require_store(path)
-    if embeds:
-        spec = getattr(args, "embedding", None)
-        embedding = embeddings_from_spec(spec) if spec else default_embeddings(path)
-        return PersistentMemory(path, embedding)
-    return PersistentMemory(path, _NoEmbedding(), embedding_model=recorded_model(path))
+    exists = (path / DB_FILE).exists()
+    recorded = _require_store(path) if exists or not create else None
+    if not embeds:
+        return PersistentMemory(path, _NoEmbedding(), embedding_model=recorded)
+    spec = getattr(args, "embedding", None)
+    if spec:
+        if ":" in spec and not spec.startswith("openai"):
+            # `module:callable` from the current directory, as users expect.
+            sys.path.insert(0, str(Path.cwd()))
+        return PersistentMemory(path, embeddings_from_spec(spec))
+    ours = recorded is None or recorded.partition(":")[0] in _OUR_MODELS
+    if not ours:
+        msg = (
+            f"The store at {path} was made with the embedding {recorded!r}; pass "
+            "--embedding module:callable naming a function that returns it."
+        )
+        raise CliError(msg)
+    return PersistentMemory(path, default_embeddings(path))
 
 
 def _read_only(path: Path) -> sqlite3.Connection:
@@ -286,8 +346,11 @@ def _memory_rows(docs: Sequence[Document], *, scored: bool) -> list[list[str]]:
 
 def _cmd_search(args: argparse.Namespace, out: _Output) -> int:
     with _open(args, embeds=True) as memory:
-        docs = memory.search(
+        # Looking from the shell is not use: it must not change the app's
+        # ranking (reinforcement) or decay.
+        docs = memory._search(  # noqa: SLF001 - same package
             args.query,
+            record_use=False,
             user_id=args.user,
             k=args.k,
             kinds=args.kind or None,
@@ -372,9 +435,12 @@ def _cmd_forget(args: argparse.Namespace, out: _Output) -> int:
         if not sys.stdin.isatty():
             msg = f"forget deletes everything of {args.user!r}; add --yes to confirm."
             raise CliError(msg, EXIT_USAGE)
-        answer = input(
-            f"Delete every memory and chat of {args.user!r} in {path}? [y/N] "
-        )
+        try:
+            answer = input(
+                f"Delete every memory and chat of {args.user!r} in {path}? [y/N] "
+            )
+        except EOFError:
+            answer = ""
         if answer.strip().lower() not in ("y", "yes"):
             out.errors.print("Nothing was deleted.")
             return EXIT_FAILED
@@ -390,6 +456,9 @@ def _cmd_forget(args: argparse.Namespace, out: _Output) -> int:
 
 
 def _cmd_export(args: argparse.Namespace, out: _Output) -> int:
+    if Path(args.file).exists() and not args.force:
+        msg = f"{args.file} exists; pass --force to replace it."
+        raise CliError(msg, EXIT_USAGE)
     with _open(args, embeds=False) as memory:
         count = memory.export(args.file, user_id=args.user)
     out.emit(
@@ -496,7 +565,7 @@ def _cmd_stats(args: argparse.Namespace, out: _Output) -> int:
                 "embedding",
                 (
                     f"{facts['embedding_model']} "
-                    f"({facts['dimension']} dims, {facts['distance']})"
+                    f"({facts['dimension'] or '-'} dims, {facts['distance']})"
                 ),
             ],
             ["embedding cache", f"{facts['cached_embeddings']:,} vectors"],
@@ -547,13 +616,19 @@ def _cmd_compact(args: argparse.Namespace, out: _Output) -> int:
     ):
         memory.store.checkpoint()
         advance(1)
-        memory.store._compact()  # noqa: SLF001
+        complete = memory.store._compact()  # noqa: SLF001
         advance(2)
     after = sum(_size(path / name) for name in files)
+    note = (
+        ""
+        if complete
+        else " Another process was reading, so the rewritten pages wait in "
+        f"{DB_FILE}-wal; run compact again when it is idle."
+    )
     out.emit(
-        {"bytes_before": before, "bytes_after": after},
+        {"bytes_before": before, "bytes_after": after, "complete": complete},
         lambda: out.console.print(
-            f"Compacted {path}: {_human_bytes(before)} -> {_human_bytes(after)}."
+            f"Compacted {path}: {_human_bytes(before)} -> {_human_bytes(after)}." + note
         ),
     )
     return EXIT_OK
@@ -577,9 +652,13 @@ class _Findings(logging.Handler):
 def _doctor_checks(path: Path) -> list[tuple[str, str, str]]:
     """`(check, "ok" | "warn" | "fail", detail)` for each thing doctor looks at."""
     checks: list[tuple[str, str, str]] = []
+    # Before opening: an open removes the unfinished checkpoints of dead
+    # writers, so what is left afterwards belongs to a live one.
+    temporary = sorted(path.glob(f".{_INDEX_FILE}.*.tmp"))
     try:
         con = _read_only(path)
         try:
+            con.execute("BEGIN")  # one snapshot for every count below
             integrity = [row[0] for row in con.execute("PRAGMA integrity_check")]
             settings = dict(con.execute("SELECT key, value FROM settings").fetchall())
             head = int(con.execute("SELECT seq FROM counter").fetchone()[0])
@@ -596,7 +675,7 @@ def _doctor_checks(path: Path) -> list[tuple[str, str, str]]:
             given_up = int(
                 con.execute(
                     "SELECT count(*) FROM chat_messages"
-                    " WHERE pending = 1 AND attempts >= 3"
+                    " WHERE pending = 0 AND attempts >= 3"
                 ).fetchone()[0]
             )
             pending = int(
@@ -611,7 +690,10 @@ def _doctor_checks(path: Path) -> list[tuple[str, str, str]]:
             (
                 DB_FILE,
                 "fail",
-                f"cannot be read as a store ({exc}); restore it from a backup",
+                (
+                    f"cannot be read as a store ({exc}); if it is not a permission "
+                    "problem, restore it from a backup"
+                ),
             )
         )
         return checks
@@ -634,7 +716,8 @@ def _doctor_checks(path: Path) -> list[tuple[str, str, str]]:
         checks.append(
             ("settings", "fail", f"missing {', '.join(missing)}: not a complete store")
         )
-    elif version > SCHEMA_VERSION:
+        return checks  # opening it would write the missing settings
+    if version > SCHEMA_VERSION:
         checks.append(
             (
                 "settings",
@@ -645,26 +728,29 @@ def _doctor_checks(path: Path) -> list[tuple[str, str, str]]:
                 ),
             )
         )
-    else:
-        checks.append(
+        return checks
+    checks.append(
+        (
+            "settings",
+            "ok",
             (
-                "settings",
-                "ok",
-                (
-                    f"schema {version}, {settings['embedding_model']}, "
-                    f"{settings.get('dimension', '?')} dims, {settings['distance']}"
-                ),
-            )
+                f"schema {version}, {settings['embedding_model']}, "
+                f"{settings.get('dimension', '-')} dims, {settings['distance']}"
+            ),
         )
-    checks.append(_model_check(settings.get("embedding_model")))
+    )
+    checks.append(_model_check(settings["embedding_model"]))
     checks.append(_checkpoint_check(path, settings, head, rows, top[0] if top else 0))
-    checks.extend(_open_check(path))
+    checks.extend(_open_check(path, settings["embedding_model"]))
     if orphans:
         checks.append(
             (
                 "keyword index",
-                "fail",
-                f"{orphans} rows name no document; run `lpm reindex` after a backup",
+                "warn",
+                (
+                    f"{orphans} rows name no document (deleted through the vector "
+                    "store underneath); search skips them"
+                ),
             )
         )
     else:
@@ -675,8 +761,8 @@ def _doctor_checks(path: Path) -> list[tuple[str, str, str]]:
                 "chat outbox",
                 "warn",
                 (
-                    f"{given_up} messages failed 3 times; they wait for their "
-                    "session's next write"
+                    f"{given_up} messages were given up after 3 failed attempts to "
+                    "embed them: they are in the chat log, not in long-term memory"
                 ),
             )
         )
@@ -684,15 +770,14 @@ def _doctor_checks(path: Path) -> list[tuple[str, str, str]]:
         checks.append(
             ("chat outbox", "ok", f"{pending} messages waiting for long-term memory")
         )
-    temporary = sorted(path.glob(f".{_INDEX_FILE}.*.tmp"))
     if temporary:
         checks.append(
             (
                 "files",
-                "warn",
+                "ok",
                 (
-                    f"{len(temporary)} unfinished checkpoint files "
-                    "(removed on the next open)"
+                    f"{len(temporary)} unfinished checkpoint files (removed on open "
+                    "when their writer is gone)"
                 ),
             )
         )
@@ -781,15 +866,13 @@ def _checkpoint_check(
     return (_INDEX_FILE, "ok", f"{len(index):,} vectors, {state}")
 
 
-def _open_check(path: Path) -> list[tuple[str, str, str]]:
+def _open_check(path: Path, model: str) -> list[tuple[str, str, str]]:
     """Open the store as an app would, then compare its index with the database."""
     findings = _Findings()
     package_logger = logging.getLogger("langchain_persistent_memory")
     package_logger.addHandler(findings)
     try:
-        store = PersistentMemory(
-            path, _NoEmbedding(), embedding_model=recorded_model(path)
-        ).store
+        store = PersistentMemory(path, _NoEmbedding(), embedding_model=model).store
     except PersistentMemoryError as exc:
         return [("open", "fail", str(exc))]
     finally:
@@ -804,13 +887,14 @@ def _open_check(path: Path) -> list[tuple[str, str, str]]:
 
 def _compare_index(store: Any) -> tuple[str, str, str]:
     """Whether the searched index holds exactly the database's vectors."""
-    with store._index_lock:  # noqa: SLF001 - same package
+    # One snapshot: the index is brought up to it and compared with it, so
+    # a write by the app meanwhile is not a difference.
+    with store._index_lock, store._db.read() as con:  # noqa: SLF001 - same package
         store._catch_up()  # noqa: SLF001
         index = store._index  # noqa: SLF001
-        with store._db.read() as con:  # noqa: SLF001
-            db = con.execute(
-                "SELECT label, embedding FROM documents ORDER BY label"
-            ).fetchall()
+        db = con.execute(
+            "SELECT label, embedding FROM documents ORDER BY label"
+        ).fetchall()
         if index is None:
             return (
                 "index vs database",
@@ -847,7 +931,13 @@ def _compare_index(store: Any) -> tuple[str, str, str]:
 
 def _cmd_doctor(args: argparse.Namespace, out: _Output) -> int:
     path = _store_path(args)
-    _require_store(path)
+    _require_file(path)
+    try:
+        _require_store(path)
+    except _BareStoreError:
+        raise
+    except CliError:
+        pass  # unreadable or incomplete: the checks below say what is wrong
     checks = _doctor_checks(path)
     worst = (
         "fail"
@@ -932,7 +1022,7 @@ def _cmd_chat(args: argparse.Namespace, out: _Output) -> int:
         "configurable": {"user_id": args.user, "session_id": args.session}
     }
     turns: list[dict[str, Any]] = []
-    with _open(args, embeds=True, create=True) as memory:
+    with _open(args, embeds=True, create=not args.dry_run) as memory:
         chat = with_persistent_memory(model, memory, k=args.k)
         if sys.stdin.isatty() and not out.as_json:
             mode = (
@@ -1081,6 +1171,25 @@ def _cmd_bench(args: argparse.Namespace, out: _Output) -> int:
 # ------------------------------------------------------------------ parser
 
 
+def _number(convert: Callable[[str], Any], low: float, high: float, what: str) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            msg = f"{text!r} is not {what}"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    return parse
+
+
+_positive = _number(int, 1, math.inf, "an integer >= 1")
+_non_negative = _number(int, 0, math.inf, "an integer >= 0")
+_unit = _number(float, 0.0, 1.0, "a number in [0, 1]")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with its usage errors as one `lpm: error:` line and code 2."""
 
@@ -1105,6 +1214,10 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a line per option
         "(default: the store's own model; for a new store OpenAI if "
         "OPENAI_API_KEY is set, else local)",
     )
+    json_only = _Parser(add_help=False)
+    json_only.add_argument(
+        "--json", action="store_true", help="print one JSON document"
+    )
     user = _Parser(add_help=False)
     user.add_argument("--user", required=True, help="the user whose memories these are")
 
@@ -1123,9 +1236,13 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a line per option
         run: Callable[[argparse.Namespace, _Output], int],
         help_: str,
         *parents: _Parser,
+        store: bool = True,
     ) -> argparse.ArgumentParser:
         sub = commands.add_parser(
-            name, help=help_, description=help_, parents=[common, *parents]
+            name,
+            help=help_,
+            description=help_,
+            parents=[common if store else json_only, *parents],
         )
         sub.set_defaults(run=run)
         return sub
@@ -1143,7 +1260,7 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a line per option
         default="message",
         help="preference, fact, decision, event, message or any word",
     )
-    add.add_argument("--importance", type=float, default=None, help="in [0, 1]")
+    add.add_argument("--importance", type=_unit, default=None, help="in [0, 1]")
     add.add_argument("--session", default=None, help="the chat session it came from")
 
     search = command(
@@ -1154,19 +1271,19 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a line per option
         embeds,
     )
     search.add_argument("query", metavar="QUERY")
-    search.add_argument("-k", type=int, default=5, help="how many (default 5)")
+    search.add_argument("-k", type=_positive, default=5, help="how many (default 5)")
     search.add_argument("--kind", action="append", help="only this kind (repeatable)")
     search.add_argument(
         "--token-budget",
-        type=int,
+        type=_non_negative,
         default=None,
         help="stop when texts exceed this many tokens",
     )
 
     listing = command("list", _cmd_list, "the user's memories, newest first", user)
     listing.add_argument("--kind", action="append", help="only this kind (repeatable)")
-    listing.add_argument("--limit", type=int, default=50)
-    listing.add_argument("--offset", type=int, default=0)
+    listing.add_argument("--limit", type=_non_negative, default=50)
+    listing.add_argument("--offset", type=_non_negative, default=0)
 
     show = command("show", _cmd_show, "one memory with all its fields", user)
     show.add_argument("id", metavar="ID")
@@ -1187,6 +1304,9 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a line per option
     export.add_argument("file", metavar="FILE", type=Path)
     export.add_argument(
         "--user", default=None, help="only this user's (default: everyone's)"
+    )
+    export.add_argument(
+        "--force", action="store_true", help="replace FILE if it exists"
     )
     imports = command(
         "import", _cmd_import, "load a JSON Lines file written by export", embeds
@@ -1230,11 +1350,20 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a line per option
         help="print each prompt with its memories; call no model, store nothing",
     )
     chat.add_argument(
-        "-k", type=int, default=5, help="memories per message (default 5)"
+        "-k", type=_positive, default=5, help="memories per message (default 5)"
     )
 
     evaluation = command(
-        "eval", _cmd_eval, "measure retrieval quality (LoCoMo evidence recall)", embeds
+        "eval",
+        _cmd_eval,
+        "measure retrieval quality (LoCoMo evidence recall)",
+        store=False,
+    )
+    evaluation.add_argument(
+        "--embedding",
+        default="fake",
+        help="'fake' (keyword side only, default), 'local', 'openai[:MODEL]' "
+        "or 'module:callable'",
     )
     evaluation.add_argument("benchmark", choices=["locomo"])
     evaluation.add_argument(
@@ -1248,12 +1377,13 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a line per option
         "bench",
         _cmd_bench,
         "time add and search on a temporary store of synthetic memories",
+        store=False,
     )
-    bench.add_argument("--memories", type=int, default=10_000)
-    bench.add_argument("--users", type=int, default=100)
-    bench.add_argument("--queries", type=int, default=200)
-    bench.add_argument("--dim", type=int, default=384)
-    bench.add_argument("-k", type=int, default=10)
+    bench.add_argument("--memories", type=_positive, default=10_000)
+    bench.add_argument("--users", type=_positive, default=100)
+    bench.add_argument("--queries", type=_positive, default=200)
+    bench.add_argument("--dim", type=_positive, default=384)
+    bench.add_argument("-k", type=_positive, default=10)
     return parser
 
 
@@ -1273,6 +1403,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("lpm: interrupted\n")
         return EXIT_INTERRUPTED
+    except sqlite3.Error as exc:
+        sys.stderr.write(
+            f"lpm: error: {_one_line(exc)} (check that you may read and write "
+            f"{args.store}, e.g. run as the store's owner)\n"
+        )
+        return EXIT_FAILED
     except (
         PersistentMemoryError,
         ValueError,

@@ -1000,6 +1000,10 @@ class PersistentMemory:
         offset: int = 0,
     ) -> builtins.list[Document]:
         """The memories of `user_id`, newest first (superseded ones excluded)."""
+        for name, value in (("limit", limit), ("offset", offset)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                msg = f"{name} must be an int >= 0, got {value!r}."
+                raise ValueError(msg)
         with self._db.read() as con:
             labels = self._labels(
                 con, self._scope_filter(user_id, kinds, None, None, None)
@@ -1076,18 +1080,31 @@ class PersistentMemory:
         Each document's metadata has `score` and `scores` (`dense`,
         `keyword`, `fused`, `decay`, `importance`, `use`), saying why it ranked.
         """
-        plan = self._plan_search(
+        return self._search(
             query,
             user_id=user_id,
             k=k,
             kinds=kinds,
-            flt=filter,
+            filter=filter,
             since=since,
             until=until,
             token_budget=token_budget,
             diversity=diversity,
         )
-        return self._ranked(plan, self._embedding.embed_query(query))
+
+    def _search(
+        self,
+        query: str,
+        *,
+        record_use: bool = True,
+        filter: Mapping[str, Any] | None = None,  # noqa: A002 - LangChain's name
+        **options: Any,
+    ) -> builtins.list[Document]:
+        """`search`; `record_use=False` looks without counting as use (lpm)."""
+        plan = self._plan_search(query, flt=filter, **options)
+        return self._ranked(
+            plan, self._embedding.embed_query(query), record_use=record_use
+        )
 
     def _plan_search(
         self,

@@ -226,7 +226,13 @@ class RunnableWithPersistentMemory(Runnable[Any, Any]):
         config = ensure_config(config)
         history, current, extra = self._start(value, config)
         window = history._window()  # noqa: SLF001 - same package
-        docs = self._retrieve(history, current, window, config)
+        query = _text(current)
+        options = self._retriever._options(self._search_args(history, window))  # noqa: SLF001
+        docs = (
+            self.memory._search(query, record_use=False, **options)  # noqa: SLF001
+            if query.strip()
+            else []
+        )
         prompt = self.prompt.invoke(self._values(current, extra, window, docs))
         return prompt.to_messages()
 

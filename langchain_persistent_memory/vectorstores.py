@@ -256,7 +256,7 @@ class PersistentFAISS(VectorStore):
         self._model = embedding_model or _embedding_identity(embedding)
         self._index_path = self.path / INDEX_FILE
         self._index_lock = threading.RLock()
-        self._checkpoint_lock = threading.Lock()
+        self._checkpoint_lock = threading.RLock()  # _reindex holds it over a checkpoint
         self._index: FlatIndex | None = None
         self._seq = 0  # the change sequence the in-memory index contains
         self._saved_seq: int | None = None  # stamp of a checkpoint known good
@@ -282,7 +282,7 @@ class PersistentFAISS(VectorStore):
         child would wait for it forever.
         """
         self._index_lock = threading.RLock()
-        self._checkpoint_lock = threading.Lock()
+        self._checkpoint_lock = threading.RLock()  # _reindex holds it over a checkpoint
         self._checkpointer.reset_after_fork()
         self._db.reset_after_fork()
 
@@ -562,38 +562,46 @@ class PersistentFAISS(VectorStore):
         index it cannot trust, so this is only needed to force one.
         `progress` is called with `(rows done, rows in all)`.
         """
-        with self._index_lock, self._db.read() as con:
-            head = con.execute("SELECT seq FROM counter").fetchone()[0]
-            total = con.execute("SELECT count(*) FROM documents").fetchone()[0]
-            self._dim = self._dim or _read_dimension(con)
-            if self._dim is None:
-                return 0
-            self._index, self._saved_seq = self._new_index(self._dim), None
-            try:
-                rows = self._replay(
-                    con, 0, None if progress is None else lambda n: progress(n, total)
-                )
-            except BaseException:
-                self._index, self._seq = None, 0
-                raise
-            self._seq = head
-        self._checkpointer.note(rows)
-        self.checkpoint()
+        # The checkpoint lock first: a checkpoint of the old index finishing
+        # meanwhile would mark the stamp as saved and skip writing this one.
+        with self._checkpoint_lock:
+            with self._index_lock, self._db.read() as con:
+                head = con.execute("SELECT seq FROM counter").fetchone()[0]
+                total = con.execute("SELECT count(*) FROM documents").fetchone()[0]
+                self._dim = self._dim or _read_dimension(con)
+                if self._dim is None:
+                    return 0
+                self._index, self._saved_seq = self._new_index(self._dim), None
+                try:
+                    rows = self._replay(
+                        con,
+                        0,
+                        None if progress is None else lambda n: progress(n, total),
+                    )
+                except BaseException:
+                    self._index, self._seq = None, 0
+                    raise
+                self._seq = head
+            self._checkpointer.note(rows)
+            self.checkpoint()
         return rows
 
-    def _compact(self) -> None:
+    def _compact(self) -> bool:
         """Checkpoint, then give the space of deleted rows back (`lpm compact`).
 
-        VACUUM rewrites `memory.db` under SQLite's exclusive lock; other
-        processes wait up to their `busy_timeout` meanwhile.
+        VACUUM rewrites `memory.db` under SQLite's write lock; other writers
+        wait up to their `busy_timeout` meanwhile. Returns False if a reader
+        kept the rewritten pages in the WAL (the space comes back once the
+        readers are gone and the WAL is checkpointed).
         """
         self.checkpoint()
         con = self._db.connection()
         try:
             con.execute("VACUUM")
-            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            busy = con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         except sqlite3.Error as exc:
             raise self._db.translate(exc) from exc
+        return not busy
 
     def _newer_on_disk(self, seq: int) -> bool:
         """Whether another process already saved a checkpoint newer than `seq`."""
