@@ -86,6 +86,19 @@ def storable(value: str, name: str) -> str:
     return value
 
 
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection to the database at `path`, for looking at it.
+
+    It can neither write nor run functions planted in the file's schema.
+
+    Raises:
+        sqlite3.Error: If the file cannot be opened.
+    """
+    con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    con.execute("PRAGMA trusted_schema = OFF")
+    return con
+
+
 class Database:
     """The store's SQLite file, opened once per thread and per process."""
 

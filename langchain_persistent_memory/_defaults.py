@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from langchain_core.embeddings import Embeddings
 
+from langchain_persistent_memory._db import connect_read_only
 from langchain_persistent_memory.embeddings import LocalEmbeddings
 from langchain_persistent_memory.errors import PersistentMemoryError
 
@@ -52,11 +53,10 @@ def recorded_model(path: Path) -> str | None:
     if not database.is_file():
         return None
     try:
-        con = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
+        con = connect_read_only(database)
     except sqlite3.Error:
         return None
     try:
-        con.execute("PRAGMA trusted_schema = OFF")
         row = con.execute(
             "SELECT value FROM settings WHERE key = 'embedding_model'"
         ).fetchone()

@@ -50,7 +50,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from typing_extensions import override
 
-from langchain_persistent_memory._db import SCHEMA_VERSION
+from langchain_persistent_memory._db import SCHEMA_VERSION, connect_read_only
 from langchain_persistent_memory._defaults import (
     DB_FILE,
     default_embeddings,
@@ -132,11 +132,15 @@ class _Output:
 
     @contextlib.contextmanager
     def progress(
-        self, description: str, total: int | None
-    ) -> Iterator[Callable[[int], None]]:
-        """A progress bar on stderr; yields `advance_to(done)`. Silent in JSON mode."""
+        self, description: str, total: int
+    ) -> Iterator[Callable[[int, int], None]]:
+        """A progress bar on stderr; yields `update(done, total)`.
+
+        Silent in JSON mode. The callable fits the `progress=` callbacks of
+        `add_many` and `_reindex`.
+        """
         if self.as_json:
-            yield lambda _done: None
+            yield lambda _done, _total: None
             return
         bar = Progress(
             TextColumn("{task.description}"),
@@ -148,7 +152,7 @@ class _Output:
         )
         with bar:
             task = bar.add_task(description, total=total)
-            yield lambda done: bar.update(task, completed=done)
+            yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def _when(epoch: object) -> str:
@@ -283,9 +287,7 @@ def _open(
 
 
 def _read_only(path: Path) -> sqlite3.Connection:
-    con = sqlite3.connect(f"{(path / DB_FILE).resolve().as_uri()}?mode=ro", uri=True)
-    con.execute("PRAGMA trusted_schema = OFF")
-    return con
+    return connect_read_only(path / DB_FILE)
 
 
 # ------------------------------------------------------------- the commands
@@ -584,15 +586,12 @@ def _cmd_stats(args: argparse.Namespace, out: _Output) -> int:
 
 
 def _cmd_reindex(args: argparse.Namespace, out: _Output) -> int:
-    path = _store_path(args)
-    _require_store(path)
-    total = _store_facts(path)["documents"]
     start = time.perf_counter()
     with (
         _open(args, embeds=False) as memory,
-        out.progress("Rebuilding index.faiss", total) as advance,
+        out.progress("Rebuilding index.faiss", 0) as update,
     ):
-        rows = memory.store._reindex(lambda done, _total: advance(done))  # noqa: SLF001
+        rows = memory.store._reindex(update)  # noqa: SLF001
     seconds = time.perf_counter() - start
     out.emit(
         {"vectors": rows, "seconds": round(seconds, 3)},
@@ -606,18 +605,14 @@ def _cmd_reindex(args: argparse.Namespace, out: _Output) -> int:
 
 def _cmd_compact(args: argparse.Namespace, out: _Output) -> int:
     path = _store_path(args)
-    _require_store(path)
     files = (DB_FILE, f"{DB_FILE}-wal", _INDEX_FILE)
-    before = sum(_size(path / name) for name in files)
-    steps = ("checkpoint the index", "rewrite memory.db without free pages")
-    with (
-        _open(args, embeds=False) as memory,
-        out.progress("Compacting", len(steps)) as advance,
-    ):
-        memory.store.checkpoint()
-        advance(1)
-        complete = memory.store._compact()  # noqa: SLF001
-        advance(2)
+    with _open(args, embeds=False) as memory:
+        before = sum(_size(path / name) for name in files)
+        with out.progress("Compacting", 2) as update:
+            memory.store.checkpoint()
+            update(1, 2)
+            complete = memory.store._compact()  # noqa: SLF001
+            update(2, 2)
     after = sum(_size(path / name) for name in files)
     note = (
         ""
@@ -1123,7 +1118,7 @@ def _cmd_bench(args: argparse.Namespace, out: _Output) -> int:
         ) as memory:
             start = time.perf_counter()
             with out.progress("Adding", len(items)) as advance:
-                memory.add_many(items, progress=lambda done, _total: advance(done))
+                memory.add_many(items, progress=advance)
             add_seconds = time.perf_counter() - start
         start = time.perf_counter()
         memory = PersistentMemory(path, embedding)

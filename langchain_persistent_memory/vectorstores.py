@@ -587,14 +587,15 @@ class PersistentFAISS(VectorStore):
         return rows
 
     def _compact(self) -> bool:
-        """Checkpoint, then give the space of deleted rows back (`lpm compact`).
+        """Give the space of deleted rows back (`lpm compact`).
+
+        Run it after a checkpoint, which prunes the tombstones first.
 
         VACUUM rewrites `memory.db` under SQLite's write lock; other writers
         wait up to their `busy_timeout` meanwhile. Returns False if a reader
         kept the rewritten pages in the WAL (the space comes back once the
         readers are gone and the WAL is checkpointed).
         """
-        self.checkpoint()
         con = self._db.connection()
         try:
             con.execute("VACUUM")
