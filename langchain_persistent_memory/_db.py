@@ -14,12 +14,12 @@ import logging
 import os
 import sqlite3
 import threading
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from langchain_persistent_memory.errors import CorruptStoreError, StoreBusyError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterable, Iterator, Sequence
     from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,19 @@ _SCHEMA = (
     ),
     "CREATE INDEX IF NOT EXISTS metadata_index_label ON metadata_index (label, key)",
 )
+
+
+class Connection(Protocol):
+    """What the stores' SQL runs on: a `sqlite3.Connection`, or PostgreSQL's."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Any:
+        """Run one statement; return a cursor."""
+        ...
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Any:
+        """Run one statement for each row of parameters."""
+        ...
+
 
 _CORRUPT_HINTS = ("file is not a database", "malformed", "file is encrypted")
 _BUSY_HINTS = ("database is locked", "database is busy")

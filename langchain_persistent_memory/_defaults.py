@@ -67,9 +67,16 @@ def recorded_model(path: Path) -> str | None:
     return str(row[0]) if row else None
 
 
-def default_embeddings(path: Path | None = None) -> Embeddings:
-    """The embeddings for a store at `path` when none are given (see above)."""
-    recorded = recorded_model(path) if path is not None else None
+def default_embeddings(path: Path | str | None = None) -> Embeddings:
+    """The embeddings for a store at `path` or a PostgreSQL URL, when none are given."""
+    if isinstance(path, str):
+        from langchain_persistent_memory._postgres import (  # noqa: PLC0415
+            recorded_model as recorded_in_postgres,
+        )
+
+        recorded = recorded_in_postgres(path)
+    else:
+        recorded = recorded_model(path) if path is not None else None
     if recorded is not None:
         return _recorded_embeddings(recorded, path)
     if os.environ.get("OPENAI_API_KEY"):
@@ -131,7 +138,7 @@ def default_chat_model() -> BaseChatModel:
     return ChatOpenAI(model=CHAT_MODEL)
 
 
-def _recorded_embeddings(recorded: str, path: Path | None) -> Embeddings:
+def _recorded_embeddings(recorded: str, path: Path | str | None) -> Embeddings:
     """Open a store with the model it was made with, if it is one of ours."""
     kind, _, model = recorded.partition(":")
     try:

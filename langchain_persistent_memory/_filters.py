@@ -20,7 +20,7 @@ matches `1` and `1.0`, never `True` or `"1"`. `$ne`, `$nin` and
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from langchain_persistent_memory._db import storable
@@ -59,8 +59,13 @@ def index_rows(label: int, metadata: Mapping[str, Any]) -> list[tuple[Any, ...]]
     return [(key, *typed_value(value), label) for key, value in metadata.items()]
 
 
-def compile_filter(flt: Any) -> tuple[str, list[Any]]:
+def compile_filter(
+    flt: Any, bind: Callable[[Any], Any] | None = None
+) -> tuple[str, list[Any]]:
     """Compile a filter dict to `(sql, params)` selecting matching labels.
+
+    `bind` wraps each compared value as the database binds the `value`
+    column (PostgreSQL: JSONB); by default values are bound as they are.
 
     The query is driven by one indexable condition of the filter's top-level
     conjunction (an equality, `$in`, a range or `{"$exists": True}`, the
@@ -79,7 +84,7 @@ def compile_filter(flt: Any) -> tuple[str, list[Any]]:
             f"got {type(flt).__name__}."
         )
         raise TypeError(msg)
-    conjuncts = _conjuncts(_parse(flt))
+    conjuncts = _conjuncts(_parse(flt, bind or _same))
     driver = next((c for c in conjuncts if _drives(c)), None)
     params: list[Any] = []
     if driver is None:
@@ -97,14 +102,18 @@ def compile_filter(flt: Any) -> tuple[str, list[Any]]:
 _Node = tuple[Any, ...]
 
 
-def _parse(flt: Mapping[str, Any]) -> _Node:
+def _same(value: Any) -> Any:
+    return value
+
+
+def _parse(flt: Mapping[str, Any], bind: Callable[[Any], Any]) -> _Node:
     nodes: list[_Node] = []
     for key, condition in flt.items():
         if key in ("$and", "$or"):
             if not isinstance(condition, (list, tuple)) or not condition:
                 msg = f"{key} takes a non-empty list of filters, got {condition!r}."
                 raise ValueError(msg)
-            children = [_parse(_as_mapping(sub, key)) for sub in condition]
+            children = [_parse(_as_mapping(sub, key), bind) for sub in condition]
             nodes.append(("and" if key == "$and" else "or", children))
         elif not isinstance(key, str) or not key:
             msg = f"filter keys must be non-empty strings, got {key!r}."
@@ -116,29 +125,30 @@ def _parse(flt: Mapping[str, Any]) -> _Node:
             if not condition:
                 msg = f"filter on {key!r} has no operator; use one of {_OPERATORS}."
                 raise ValueError(msg)
-            nodes.extend(_leaf(key, op, value) for op, value in condition.items())
+            nodes.extend(_leaf(key, op, value, bind) for op, value in condition.items())
         else:
-            nodes.append(_leaf(key, "$eq", condition))
+            nodes.append(_leaf(key, "$eq", condition, bind))
     return ("and", nodes)
 
 
-def _leaf(key: str, op: str, value: Any) -> _Node:
-    """Validate one condition; values become `(type, value)` pairs."""
+def _leaf(key: str, op: str, value: Any, bind: Callable[[Any], Any]) -> _Node:
+    """Validate one condition; values become `(type, bound value)` pairs."""
     storable(key, "a filter key")
     if op in ("$eq", "$ne"):
-        return ("leaf", key, op, _comparable(key, op, value))
+        return ("leaf", key, op, _comparable(key, op, value, bind))
     if op in ("$in", "$nin"):
         if not isinstance(value, (list, tuple, set, frozenset)):
             msg = f"filter on {key!r}: $in and $nin take a list, got {value!r}."
             raise TypeError(msg)
-        return ("leaf", key, op, [_comparable(key, op, item) for item in value])
+        pairs = [_comparable(key, op, item, bind) for item in value]
+        return ("leaf", key, op, pairs)
     if op == "$exists":
         if not isinstance(value, bool):
             msg = f"filter on {key!r}: $exists takes True or False, got {value!r}."
             raise TypeError(msg)
         return ("leaf", key, op, value)
     if op in _COMPARISONS:
-        pair = _comparable(key, op, value)
+        pair = _comparable(key, op, value, bind)
         if pair[0] == "bool":
             msg = f"filter on {key!r}: {op} compares numbers or strings, not booleans."
             raise TypeError(msg)
@@ -175,7 +185,7 @@ def _match(key: str, op: str, value: Any, params: list[Any]) -> str:
         return "key = ?"
     if op in ("$in", "$nin"):
         if not value:
-            return "key = ? AND 0"
+            return "key = ? AND 1 = 0"
         for pair in value:
             params.extend(pair)
         rows = ", ".join(["(?, ?)"] * len(value))
@@ -194,7 +204,7 @@ def _condition(node: _Node, params: list[Any]) -> str:
     """A SQL condition on the candidate `t.label` for one node."""
     if node[0] in ("and", "or"):
         if not node[1]:
-            return "1"
+            return "1 = 1"
         joiner = " AND " if node[0] == "and" else " OR "
         return "(" + joiner.join(_condition(child, params) for child in node[1]) + ")"
     _, key, op, value = node
@@ -206,7 +216,9 @@ def _condition(node: _Node, params: list[Any]) -> str:
     return f"NOT {probe}" if negated else probe
 
 
-def _comparable(key: str, op: str, value: Any) -> tuple[str, Any]:
+def _comparable(
+    key: str, op: str, value: Any, bind: Callable[[Any], Any]
+) -> tuple[str, Any]:
     kind, comparable = typed_value(value, f"the filter value for {key!r}")
     if kind == "other" or (isinstance(value, float) and not math.isfinite(value)):
         msg = (
@@ -214,4 +226,4 @@ def _comparable(key: str, op: str, value: Any) -> tuple[str, Any]:
             f"got {value!r}."
         )
         raise TypeError(msg)
-    return kind, comparable
+    return kind, bind(comparable)

@@ -36,10 +36,10 @@ from langchain_persistent_memory.vectorstores import _marks
 
 if TYPE_CHECKING:
     import os
-    from sqlite3 import Connection
 
     from langchain_core.embeddings import Embeddings
 
+    from langchain_persistent_memory._db import Connection
     from langchain_persistent_memory.memory import _Item
 
 logger = logging.getLogger(__name__)
@@ -407,7 +407,8 @@ class PersistentChatMessageHistory(BaseChatMessageHistory):
         with self.memory._db.write() as con:  # noqa: SLF001
             con.execute(
                 "UPDATE chat_messages SET attempts = attempts + 1,"
-                " pending = attempts + 1 < ? WHERE seq = ? AND pending = 1",
+                " pending = CASE WHEN attempts + 1 < ? THEN 1 ELSE 0 END"
+                " WHERE seq = ? AND pending = 1",
                 (_ATTEMPTS, seq),
             )
             row = con.execute(

@@ -34,7 +34,13 @@ from typing_extensions import Self
 
 from langchain_persistent_memory._db import storable
 from langchain_persistent_memory._defaults import default_embeddings
-from langchain_persistent_memory._filters import compile_filter, index_rows
+from langchain_persistent_memory._filters import compile_filter
+from langchain_persistent_memory._postgres import (
+    PostgresStore,
+    PostgresText,
+    is_postgres_url,
+)
+from langchain_persistent_memory.errors import PersistentMemoryError
 from langchain_persistent_memory.extraction import Fact, aextract, extract
 from langchain_persistent_memory.vectorstores import (
     PersistentFAISS,
@@ -46,10 +52,11 @@ from langchain_persistent_memory.vectorstores import (
 
 if TYPE_CHECKING:
     import builtins
-    from sqlite3 import Connection
 
     from langchain_core.embeddings import Embeddings
     from langchain_core.language_models import BaseChatModel
+
+    from langchain_persistent_memory._db import Connection
 
 logger = logging.getLogger(__name__)
 
@@ -71,49 +78,6 @@ RESERVED_KEYS = frozenset(
 _DEDUP_DEFAULT = 0.95  # cosine at which two memories count as one
 _RRF_K = 60  # reciprocal rank fusion constant (Cormack et al., 2009)
 _MAX_ID = 256
-
-_SCHEMA = (
-    (
-        "CREATE VIRTUAL TABLE IF NOT EXISTS memory_fts"
-        " USING fts5(text, context, scope, tokenize = 'porter unicode61')"
-    ),
-    (
-        "CREATE TABLE IF NOT EXISTS memory_audit ("
-        " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-        " memory_id TEXT NOT NULL, user_id TEXT NOT NULL, op TEXT NOT NULL,"
-        " text TEXT, metadata TEXT, at REAL NOT NULL)"
-    ),
-    "CREATE INDEX IF NOT EXISTS memory_audit_id ON memory_audit (memory_id)",
-    "CREATE INDEX IF NOT EXISTS memory_audit_user ON memory_audit (user_id)",
-    (
-        "CREATE TABLE IF NOT EXISTS memory_use ("
-        " label INTEGER PRIMARY KEY, last_used REAL NOT NULL,"
-        " use_count INTEGER NOT NULL)"
-    ),
-    (
-        "CREATE TABLE IF NOT EXISTS embedding_cache ("
-        " model TEXT NOT NULL, text_hash BLOB NOT NULL, vector BLOB NOT NULL,"
-        " PRIMARY KEY (model, text_hash)) WITHOUT ROWID"
-    ),
-    # The chat log of `PersistentChatMessageHistory`. `pending` marks messages
-    # still to be offered to long-term memory: the log is the outbox, so a
-    # failed embedding call is retried later instead of losing the message.
-    (
-        "CREATE TABLE IF NOT EXISTS chat_messages ("
-        " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-        " user_id TEXT NOT NULL, session_id TEXT NOT NULL,"
-        " message TEXT NOT NULL, created_at REAL NOT NULL,"
-        " pending INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0)"
-    ),
-    (
-        "CREATE INDEX IF NOT EXISTS chat_messages_session"
-        " ON chat_messages (user_id, session_id, seq)"
-    ),
-    (
-        "CREATE INDEX IF NOT EXISTS chat_messages_pending"
-        " ON chat_messages (user_id, session_id, seq) WHERE pending = 1"
-    ),
-)
 
 # Words that carry no content for keyword search (questions and small talk).
 _STOP_WORDS = frozenset(
@@ -156,6 +120,105 @@ _FILLER = frozenset(
     im""".split()  # noqa: SIM905
 )
 _SENTENCE_START = re.compile(r"(?:^|[.!?]\s+)(\w+)")
+
+_SQLITE_SCHEMA = (
+    (
+        "CREATE VIRTUAL TABLE IF NOT EXISTS memory_fts"
+        " USING fts5(text, context, scope, tokenize = 'porter unicode61')"
+    ),
+    (
+        "CREATE TABLE IF NOT EXISTS memory_audit ("
+        " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " memory_id TEXT NOT NULL, user_id TEXT NOT NULL, op TEXT NOT NULL,"
+        " text TEXT, metadata TEXT, at REAL NOT NULL)"
+    ),
+    "CREATE INDEX IF NOT EXISTS memory_audit_id ON memory_audit (memory_id)",
+    "CREATE INDEX IF NOT EXISTS memory_audit_user ON memory_audit (user_id)",
+    (
+        "CREATE TABLE IF NOT EXISTS memory_use ("
+        " label INTEGER PRIMARY KEY, last_used REAL NOT NULL,"
+        " use_count INTEGER NOT NULL)"
+    ),
+    (
+        "CREATE TABLE IF NOT EXISTS embedding_cache ("
+        " model TEXT NOT NULL, text_hash BLOB NOT NULL, vector BLOB NOT NULL,"
+        " PRIMARY KEY (model, text_hash)) WITHOUT ROWID"
+    ),
+    # The chat log of `PersistentChatMessageHistory`. `pending` marks messages
+    # still to be offered to long-term memory: the log is the outbox, so a
+    # failed embedding call is retried later instead of losing the message.
+    (
+        "CREATE TABLE IF NOT EXISTS chat_messages ("
+        " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " user_id TEXT NOT NULL, session_id TEXT NOT NULL,"
+        " message TEXT NOT NULL, created_at REAL NOT NULL,"
+        " pending INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0)"
+    ),
+    (
+        "CREATE INDEX IF NOT EXISTS chat_messages_session"
+        " ON chat_messages (user_id, session_id, seq)"
+    ),
+    (
+        "CREATE INDEX IF NOT EXISTS chat_messages_pending"
+        " ON chat_messages (user_id, session_id, seq) WHERE pending = 1"
+    ),
+)
+
+
+class _SQLiteText:
+    """The memory tables of the embedded store, and FTS5 keyword search."""
+
+    schema = _SQLITE_SCHEMA
+
+    @staticmethod
+    def put(con: Any, label: int, text: str, context: str | None, user_id: str) -> None:
+        """Index a memory's text (and keyword-only context) for keyword search."""
+        con.execute("DELETE FROM memory_fts WHERE rowid = ?", (label,))
+        con.execute(
+            "INSERT INTO memory_fts (rowid, text, context, scope) VALUES (?, ?, ?, ?)",
+            (label, text, context or "", _scope_token(user_id)),
+        )
+
+    @staticmethod
+    def drop(con: Any, labels: Sequence[int]) -> None:
+        """Remove memories from keyword search."""
+        for part in _chunks(list(labels)):
+            con.execute(
+                f"DELETE FROM memory_fts WHERE rowid IN ({_marks(part)})",  # noqa: S608
+                part,
+            )
+
+    @staticmethod
+    def contexts(con: Any, labels: Sequence[int]) -> dict[int, str]:
+        """The keyword-only context of each memory that has one."""
+        found: dict[int, str] = {}
+        for part in _chunks(list(labels)):
+            found.update(
+                con.execute(
+                    "SELECT rowid, context FROM memory_fts"  # noqa: S608
+                    f" WHERE rowid IN ({_marks(part)}) AND context != ''",
+                    part,
+                ).fetchall()
+            )
+        return found
+
+    @staticmethod
+    def keyword(
+        con: Any, terms: Sequence[str], user_id: str
+    ) -> Iterable[tuple[int, float]]:
+        """`(label, score)` of the user's memories matching any term, best first.
+
+        The per-user token in `MATCH` keeps the search to the user's rows;
+        the score is BM25 over the text and the context.
+        """
+        quoted = " OR ".join(f'"{term}"' for term in terms)
+        match = f'scope:"{_scope_token(user_id)}" AND ({quoted})'
+        for label, rank in con.execute(
+            "SELECT rowid, bm25(memory_fts, 1.0, 1.0, 0.0) AS rank FROM memory_fts"
+            " WHERE memory_fts MATCH ? ORDER BY rank",
+            (match,),
+        ):
+            yield label, -rank
 
 
 def default_write_gate(text: str) -> str | None:
@@ -287,7 +350,7 @@ class PersistentMemory:
         if half_life_days is not None and not half_life_days > 0:
             msg = f"half_life_days must be > 0 or None, got {half_life_days!r}."
             raise ValueError(msg)
-        embedding = default_embeddings(Path(path)) if embedding is None else embedding
+        embedding = _embedding_for(path, embedding)
         if dedup_threshold == "auto":
             dedup_threshold = float(
                 getattr(embedding, "near_duplicate_threshold", _DEDUP_DEFAULT)
@@ -298,7 +361,7 @@ class PersistentMemory:
         if store_options.get("distance", "cosine") != "cosine":
             msg = "PersistentMemory ranks by cosine similarity; omit distance=."
             raise ValueError(msg)
-        self._store = PersistentFAISS(path, embedding, **store_options)
+        self._store, self._text = _open_store(path, embedding, store_options)
         self._db = self._store._db  # noqa: SLF001 - same package, one database
         self._embedding = embedding
         self._gate = write_gate
@@ -311,7 +374,7 @@ class PersistentMemory:
         self._cache_hits = 0
         try:
             with self._db.write() as con:
-                for statement in _SCHEMA:
+                for statement in self._text.schema:
                     con.execute(statement)
         except BaseException:
             self._store.close()
@@ -319,7 +382,18 @@ class PersistentMemory:
 
     @property
     def store(self) -> PersistentFAISS:
-        """The vector store underneath (for `as_retriever`-style interop)."""
+        """The vector store underneath (for `as_retriever`-style interop).
+
+        Raises:
+            PersistentMemoryError: On PostgreSQL, which has no `PersistentFAISS`
+                underneath; search through the memory or its retriever.
+        """
+        if isinstance(self._store, PostgresStore):
+            msg = (
+                "A PersistentMemory on PostgreSQL has no PersistentFAISS store "
+                "underneath; use memory.search() or PersistentMemoryRetriever."
+            )
+            raise PersistentMemoryError(msg)
         return self._store
 
     def close(self) -> None:
@@ -634,11 +708,7 @@ class PersistentMemory:
     ) -> int:
         batch = _Batch([text], [meta], [_metadata_json(meta, 0)], [memory_id])
         label = self._store._write_rows(con, batch, vector.reshape(1, -1))[0]  # noqa: SLF001
-        con.execute("DELETE FROM memory_fts WHERE rowid = ?", (label,))
-        con.execute(
-            "INSERT INTO memory_fts (rowid, text, context, scope) VALUES (?, ?, ?, ?)",
-            (label, text, context or "", _scope_token(meta["user_id"])),
-        )
+        self._text.put(con, label, text, context, meta["user_id"])
         self._audit(con, memory_id, meta["user_id"], op, text=text, meta=meta)
         return label
 
@@ -670,7 +740,7 @@ class PersistentMemory:
         con.execute("DELETE FROM metadata_index WHERE label = ?", (label,))
         con.executemany(
             "INSERT INTO metadata_index (key, type, value, label) VALUES (?, ?, ?, ?)",
-            index_rows(label, meta),
+            self._store._index_rows(label, meta),  # noqa: SLF001
         )
         self._audit(con, memory_id, meta["user_id"], "refresh")
         return True
@@ -725,6 +795,7 @@ class PersistentMemory:
             self._owned(con, memory_id, user_id)
         vector = self._embed(texts)[0]
         with self._db.write() as con:
+            label = self._owned_labels(con, [memory_id], user_id)
             old = self._owned(con, memory_id, user_id)
             meta = dict(old.metadata)
             if metadata is not None:
@@ -735,11 +806,7 @@ class PersistentMemory:
                 meta["importance"] = importance
             meta["updated_at"] = time.time()
             meta["content_hash"] = _content_hash(texts[0])
-            kept = con.execute(
-                "SELECT context FROM memory_fts WHERE rowid ="
-                " (SELECT label FROM documents WHERE id = ?)",
-                (memory_id,),
-            ).fetchone()
+            kept = self._text.contexts(con, label)
             self._put(
                 con,
                 memory_id,
@@ -747,7 +814,7 @@ class PersistentMemory:
                 meta,
                 vector=vector,
                 op="update",
-                context=kept[0] if kept else None,
+                context=kept.get(label[0]),
             )
         self._store._checkpointer.note(1)  # noqa: SLF001
         return Document(id=memory_id, page_content=texts[0], metadata=meta)
@@ -808,10 +875,12 @@ class PersistentMemory:
                 part,
             )
         self._store._delete_rows(con, ids)  # noqa: SLF001
+        self._text.drop(con, labels)
         for part in _chunks(labels):
-            marks = _marks(part)
-            con.execute(f"DELETE FROM memory_fts WHERE rowid IN ({marks})", part)  # noqa: S608
-            con.execute(f"DELETE FROM memory_use WHERE label IN ({marks})", part)  # noqa: S608
+            con.execute(
+                f"DELETE FROM memory_use WHERE label IN ({_marks(part)})",  # noqa: S608
+                part,
+            )
 
     def prune(
         self,
@@ -888,15 +957,7 @@ class PersistentMemory:
             )
             labels = self._labels(con, flt)
             documents = self._rows(labels)
-            contexts: dict[int, str] = {}
-            for part in _chunks(labels):
-                contexts.update(
-                    con.execute(
-                        "SELECT rowid, context FROM memory_fts"  # noqa: S608
-                        f" WHERE rowid IN ({_marks(part)})",
-                        part,
-                    ).fetchall()
-                )
+            contexts = self._text.contexts(con, labels)
         temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
         # Owner-only like the store itself: the file holds users' memories.
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -1400,28 +1461,22 @@ class PersistentMemory:
         narrowed: Mapping[str, Any] | None,
         limit: int,
     ) -> builtins.list[tuple[int, float]]:
-        """BM25 candidates of one user, best first.
+        """Keyword candidates of one user, best first.
 
-        The per-user token in `MATCH` keeps the search to the user's rows.
-        `narrowed` (kinds, times, metadata) is answered by the metadata index
-        and checked while reading the ranked rows.
+        The keyword index is searched for the user's rows only. `narrowed`
+        (kinds, times, metadata) is answered by the metadata index and
+        checked while reading the ranked rows.
         """
         terms = _query_terms(query)
         if not terms:
             return []
-        match = f'scope:"{_scope_token(user_id)}" AND ({" OR ".join(terms)})'
         allowed = None
         if narrowed is not None:
             allowed = set(self._labels(con, narrowed))
-        cursor = con.execute(
-            "SELECT rowid, bm25(memory_fts, 1.0, 1.0, 0.0) AS rank FROM memory_fts"
-            " WHERE memory_fts MATCH ? ORDER BY rank",
-            (match,),
-        )
         found: builtins.list[tuple[int, float]] = []
-        for label, rank in cursor:
+        for label, score in self._text.keyword(con, terms, user_id):
             if allowed is None or label in allowed:
-                found.append((label, -rank))
+                found.append((label, score))
                 if len(found) == limit:
                     break
         return found
@@ -1436,7 +1491,8 @@ class PersistentMemory:
                     "INSERT INTO memory_use (label, last_used, use_count)"
                     " SELECT label, ?, 1 FROM documents WHERE id = ?"
                     " ON CONFLICT (label) DO UPDATE SET"
-                    " last_used = excluded.last_used, use_count = use_count + 1",
+                    " last_used = excluded.last_used,"
+                    " use_count = memory_use.use_count + 1",
                     [(now, doc.id) for doc in documents],
                 )
         except Exception:
@@ -1469,7 +1525,7 @@ class PersistentMemory:
         return {"$and": parts}
 
     def _labels(self, con: Connection, flt: Mapping[str, Any]) -> builtins.list[int]:
-        sql, params = compile_filter(flt)
+        sql, params = compile_filter(flt, self._store._bind)  # noqa: SLF001
         return [row[0] for row in con.execute(sql, params)]
 
     def _rows(self, labels: Sequence[int]) -> builtins.list[Document]:
@@ -1489,7 +1545,7 @@ class PersistentMemory:
                 "SELECT d.label FROM documents AS d JOIN metadata_index AS m"  # noqa: S608
                 " ON m.label = d.label AND m.key = 'user_id' AND m.type = 'str'"
                 f" AND m.value = ? WHERE d.id IN ({_marks(part)})",
-                (user_id, *part),
+                (self._store._bind(user_id), *part),  # noqa: SLF001
             )
         ]
 
@@ -1559,8 +1615,9 @@ class PersistentMemory:
             self._embedded_texts += len(missing)
             with self._db.write() as con:
                 con.executemany(
-                    "INSERT OR REPLACE INTO embedding_cache (model, text_hash, vector)"
-                    " VALUES (?, ?, ?)",
+                    "INSERT INTO embedding_cache (model, text_hash, vector)"
+                    " VALUES (?, ?, ?) ON CONFLICT (model, text_hash)"
+                    " DO UPDATE SET vector = excluded.vector",
                     [
                         (self._model, hashes[i], row.tobytes())
                         for i, row in zip(missing, checked, strict=True)
@@ -1574,6 +1631,26 @@ class PersistentMemory:
 
 
 # ------------------------------------------------------------------ helpers
+
+
+def _open_store(
+    location: str | os.PathLike[str], embedding: Embeddings, options: dict[str, Any]
+) -> tuple[PersistentFAISS | PostgresStore, type[_SQLiteText | PostgresText]]:
+    """The store at a directory, or at a `postgresql://` URL, and its text tables."""
+    if is_postgres_url(location):
+        return PostgresStore(str(location), embedding, **options), PostgresText
+    return PersistentFAISS(location, embedding, **options), _SQLiteText
+
+
+def _embedding_for(
+    location: str | os.PathLike[str], embedding: Embeddings | None
+) -> Embeddings:
+    """`embedding`, or the default for the store at `location` (`_defaults`)."""
+    if embedding is not None:
+        return embedding
+    if isinstance(location, str) and is_postgres_url(location):
+        return default_embeddings(location)
+    return default_embeddings(Path(location))
 
 
 def _epoch(value: object, name: str) -> float:
@@ -1959,7 +2036,7 @@ def _query_terms(query: str) -> list[str]:
         for word in _WORD.findall(query)
         if word.casefold() not in _STOP_WORDS
     )
-    return [f'"{word}"' for word in words]
+    return list(words)
 
 
 def _average(

@@ -48,10 +48,11 @@ from langchain_persistent_memory.errors import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from sqlite3 import Connection
 
     import numpy.typing as npt
     from langchain_core.embeddings import Embeddings
+
+    from langchain_persistent_memory._db import Connection
 
 logger = logging.getLogger(__name__)
 
@@ -742,6 +743,16 @@ class PersistentFAISS(VectorStore):
             labels.append(label)
         return labels
 
+    @staticmethod
+    def _bind(value: Any) -> Any:
+        """A metadata value as `metadata_index.value` binds it (as it is)."""
+        return value
+
+    @staticmethod
+    def _index_rows(label: int, metadata: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Rows of `metadata_index` for one document."""
+        return index_rows(label, metadata)
+
     def _ensure_dimension(self, con: Connection, dim: int) -> None:
         stored = self._dim if self._dim is not None else _read_dimension(con)
         if stored is None:
@@ -766,32 +777,11 @@ class PersistentFAISS(VectorStore):
         self, vectors: Sequence[Sequence[float]], count: int, source: str
     ) -> npt.NDArray[np.float32]:
         where = f"{type(self._embedding).__name__}.{source}"
-        if len(vectors) != count:
-            msg = f"{where} returned {len(vectors)} vectors for {count} texts."
-            raise ValueError(msg)
-        try:
-            array = np.asarray(vectors, dtype=np.float32)
-        except (TypeError, ValueError) as exc:
-            msg = (
-                f"{where} returned vectors that are not lists of numbers of one "
-                f"length ({exc})."
-            )
-            raise ValueError(msg) from exc
-        if array.ndim != 2 or array.shape[1] == 0:  # noqa: PLR2004
-            msg = f"{where} returned vectors of shape {array.shape}; expected (n, dim)."
-            raise ValueError(msg)
-        bad = ~np.isfinite(array).all(axis=1)
-        if self._distance == "cosine":
-            bad |= ~array.any(axis=1)
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            msg = (
-                f"{where} returned a vector with NaN, infinite or (for cosine) "
-                f"all-zero values at position {row}."
-            )
-            raise ValueError(msg)
+        array = checked_vectors(
+            vectors, count, where, nonzero=self._distance == "cosine"
+        )
         self._check_dimension(array.shape[1])
-        return np.ascontiguousarray(array)
+        return array
 
     @override
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
@@ -1300,6 +1290,41 @@ def _prepare_batch(
         msg = f"ids must be unique within one call; repeated: {repeated[:5]}."
         raise ValueError(msg)
     return _Batch(checked, [dict(m) for m in metadatas], metadata_json, final)
+
+
+def checked_vectors(
+    vectors: Sequence[Sequence[float]], count: int, where: str, *, nonzero: bool
+) -> npt.NDArray[np.float32]:
+    """`count` finite vectors of one length as a float32 array, or a clear error.
+
+    `where` names the call that gave them; `nonzero` (cosine) also refuses
+    all-zero vectors.
+    """
+    if len(vectors) != count:
+        msg = f"{where} returned {len(vectors)} vectors for {count} texts."
+        raise ValueError(msg)
+    try:
+        array = np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        msg = (
+            f"{where} returned vectors that are not lists of numbers of one "
+            f"length ({exc})."
+        )
+        raise ValueError(msg) from exc
+    if array.ndim != 2 or array.shape[1] == 0:  # noqa: PLR2004
+        msg = f"{where} returned vectors of shape {array.shape}; expected (n, dim)."
+        raise ValueError(msg)
+    bad = ~np.isfinite(array).all(axis=1)
+    if nonzero:
+        bad |= ~array.any(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        msg = (
+            f"{where} returned a vector with NaN, infinite or (for cosine) "
+            f"all-zero values at position {row}."
+        )
+        raise ValueError(msg)
+    return np.ascontiguousarray(array)
 
 
 def _check_list(value: object, name: str) -> None:

