@@ -5,7 +5,8 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -17,6 +18,10 @@ from tests.unit_tests.openai_server import FakeOpenAIServer
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
+
+
+# `place(name)` gives a store's location: a directory, or a PostgreSQL URL.
+Place = Callable[..., Any]
 
 
 class TableEmbeddings(Embeddings):
@@ -92,3 +97,35 @@ def postgres_url(
     url = postgres_server.create_database(name)
     yield url
     postgres_server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """The backend a parametrized test runs on: a directory, or PostgreSQL."""
+    return str(request.param)
+
+
+@pytest.fixture
+def place(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Place]:
+    """`place(name)`: where the test's store `name` lives on its backend.
+
+    A directory under `tmp_path` on SQLite; a fresh database (one per name,
+    dropped after the test) on PostgreSQL.
+    """
+    if backend == "sqlite":
+        yield lambda name="m": tmp_path / name
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    made: dict[str, str] = {}
+
+    def make(name: str = "m") -> str:
+        if name not in made:
+            made[name] = f"t_{uuid.uuid4().hex[:16]}_{name}".lower()
+            server.create_database(made[name])
+        return server.url_for(made[name])
+
+    yield make
+    for database in made.values():
+        server.drop_database(database)

@@ -15,10 +15,11 @@ from langchain_persistent_memory.extraction import Fact, Facts
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from pathlib import Path
 
     from langchain_core.messages import BaseMessage
     from langchain_core.outputs import ChatResult
+
+    from tests.unit_tests.conftest import Place
 
 KNOWN = re.compile(r"^- \[(\w+)\] (.*)$", re.MULTILINE)
 
@@ -68,16 +69,16 @@ def where_they_live(known: dict[str, str], new: str) -> Facts:
     )
 
 
-def memory_with(tmp_path: Path, script: Callable[..., Any]) -> PersistentMemory:
+def memory_with(place: Place, script: Callable[..., Any]) -> PersistentMemory:
     return PersistentMemory(
-        tmp_path / "m",
+        place("m"),
         DeterministicFakeEmbedding(size=32),
         extractor=ScriptedExtractor(script=script),
     )
 
 
-def test_facts_are_stored_instead_of_the_turn(tmp_path: Path) -> None:
-    with memory_with(tmp_path, where_they_live) as memory:
+def test_facts_are_stored_instead_of_the_turn(place: Place) -> None:
+    with memory_with(place, where_they_live) as memory:
         result = memory.add(
             "Oh by the way, I live in Paris now!", user_id="u", source_ids=["m1"]
         )
@@ -93,8 +94,8 @@ def test_facts_are_stored_instead_of_the_turn(tmp_path: Path) -> None:
         ]
 
 
-def test_newer_fact_supersedes_older(tmp_path: Path) -> None:
-    with memory_with(tmp_path, where_they_live) as memory:
+def test_newer_fact_supersedes_older(place: Place) -> None:
+    with memory_with(place, where_they_live) as memory:
         paris = memory.add("I live in Paris", user_id="u").ids[0]
         lisbon = memory.add("Big news: I moved to Lisbon last week", user_id="u").ids[0]
         # The model was shown the Paris memory with its id.
@@ -110,8 +111,8 @@ def test_newer_fact_supersedes_older(tmp_path: Path) -> None:
         assert trail[0]["text"] == "User lives in Paris."
 
 
-def test_model_cannot_supersede_what_it_was_not_shown(tmp_path: Path) -> None:
-    with PersistentMemory(tmp_path / "m", DeterministicFakeEmbedding(size=32)) as plain:
+def test_model_cannot_supersede_what_it_was_not_shown(place: Place) -> None:
+    with PersistentMemory(place("m"), DeterministicFakeEmbedding(size=32)) as plain:
         victim = plain.add("Another user's memory", user_id="other").ids[0]
 
     def greedy(known: dict[str, str], new: str) -> Facts:
@@ -122,14 +123,14 @@ def test_model_cannot_supersede_what_it_was_not_shown(tmp_path: Path) -> None:
             ]
         )
 
-    with memory_with(tmp_path, greedy) as memory:
+    with memory_with(place, greedy) as memory:
         memory.add("I like chess", user_id="u")
         assert memory.get(victim, user_id="other") is not None
         assert memory.stats().memories == 2
 
 
-def test_no_facts_stores_nothing(tmp_path: Path) -> None:
-    with memory_with(tmp_path, where_they_live) as memory:
+def test_no_facts_stores_nothing(place: Place) -> None:
+    with memory_with(place, where_they_live) as memory:
         result = memory.add("What a lovely afternoon walk that was", user_id="u")
         assert result.ids == []
         assert result.skipped == [
@@ -138,39 +139,37 @@ def test_no_facts_stores_nothing(tmp_path: Path) -> None:
         assert memory.stats().memories == 0
 
 
-def test_small_talk_never_reaches_the_model(tmp_path: Path) -> None:
-    with memory_with(tmp_path, where_they_live) as memory:
+def test_small_talk_never_reaches_the_model(place: Place) -> None:
+    with memory_with(place, where_they_live) as memory:
         memory.add("Thanks, bye!", user_id="u")
         extractor = memory._extractor
         assert isinstance(extractor, ScriptedExtractor)
         assert extractor.prompts == []
 
 
-def test_model_failure_or_wrong_schema_stores_nothing(tmp_path: Path) -> None:
+def test_model_failure_or_wrong_schema_stores_nothing(place: Place) -> None:
     def broken(known: dict[str, str], new: str) -> Facts:
         del known, new
         msg = "model is down"
         raise RuntimeError(msg)
 
     with (
-        memory_with(tmp_path, broken) as memory,
+        memory_with(place, broken) as memory,
         pytest.raises(RuntimeError, match="model is down"),
     ):
         memory.add("I live in Oslo", user_id="u")
-    with PersistentMemory(
-        tmp_path / "m", DeterministicFakeEmbedding(size=32)
-    ) as memory:
+    with PersistentMemory(place("m"), DeterministicFakeEmbedding(size=32)) as memory:
         assert memory.stats().memories == 0
 
     with (
-        memory_with(tmp_path, lambda _known, _new: "not facts") as memory,
+        memory_with(place, lambda _known, _new: "not facts") as memory,
         pytest.raises(TypeError, match="Facts schema"),
     ):
         memory.add("I live in Oslo", user_id="u")
 
 
-async def test_async_add_extracts_and_supersedes(tmp_path: Path) -> None:
-    with memory_with(tmp_path, where_they_live) as memory:
+async def test_async_add_extracts_and_supersedes(place: Place) -> None:
+    with memory_with(place, where_they_live) as memory:
         rome = (await memory.aadd("I live in Rome", user_id="u")).ids[0]
         oslo = (await memory.aadd("We moved to Oslo in March", user_id="u")).ids[0]
         assert memory.get(rome, user_id="u") is None
@@ -179,7 +178,7 @@ async def test_async_add_extracts_and_supersedes(tmp_path: Path) -> None:
         assert hits[0].id == oslo
 
 
-def test_duplicate_fact_still_supersedes(tmp_path: Path) -> None:
+def test_duplicate_fact_still_supersedes(place: Place) -> None:
     def tea_not_coffee(known: dict[str, str], new: str) -> Facts:
         if "not coffee" in new:
             coffee = [i for i, text in known.items() if "coffee" in text]
@@ -192,7 +191,7 @@ def test_duplicate_fact_still_supersedes(tmp_path: Path) -> None:
         verb = "likes" if drink == "tea" else "prefers"
         return Facts(facts=[Fact(kind="preference", text=f"User {verb} {drink}.")])
 
-    with memory_with(tmp_path, tea_not_coffee) as memory:
+    with memory_with(place, tea_not_coffee) as memory:
         tea = memory.add("I like tea", user_id="u").ids[0]
         coffee = memory.add("I prefer coffee", user_id="u").ids[0]
         result = memory.add("Actually I like tea, not coffee", user_id="u")
@@ -203,8 +202,8 @@ def test_duplicate_fact_still_supersedes(tmp_path: Path) -> None:
         }
 
 
-def test_extraction_does_not_count_as_use(tmp_path: Path) -> None:
-    with memory_with(tmp_path, where_they_live) as memory:
+def test_extraction_does_not_count_as_use(place: Place) -> None:
+    with memory_with(place, where_they_live) as memory:
         memory.add("I live in Paris", user_id="u")
         for _ in range(5):
             memory.add("Nothing new today, just a walk", user_id="u")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -23,11 +22,17 @@ from langchain_persistent_memory import (
     PersistentMemory,
 )
 from langchain_persistent_memory.testing import EchoChatModel
-from tests.unit_tests.conftest import run_python
+from tests.unit_tests.conftest import Place, run_python
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
+
+
+@pytest.fixture
+def store_path(place: Place) -> Path | str:
+    """This module's store, on each backend (overrides conftest's directory)."""
+    return place("store")
 
 
 class FlakyEmbeddings(Embeddings):
@@ -48,7 +53,7 @@ class FlakyEmbeddings(Embeddings):
 
 
 @pytest.fixture
-def memory(store_path: Path, embedding: Embeddings) -> Iterator[PersistentMemory]:
+def memory(store_path: Path | str, embedding: Embeddings) -> Iterator[PersistentMemory]:
     with PersistentMemory(store_path, embedding) as memory:
         yield memory
 
@@ -83,7 +88,7 @@ def rich_messages() -> list[BaseMessage]:
 
 
 def test_messages_round_trip_exactly_across_processes(
-    memory: PersistentMemory, store_path: Path
+    memory: PersistentMemory, store_path: Path | str
 ) -> None:
     history = PersistentChatMessageHistory(memory, "s1", user_id="alice")
     sent = rich_messages()
@@ -225,7 +230,7 @@ def test_remember_can_include_answers_or_nothing(memory: PersistentMemory) -> No
 
 
 def test_failed_memory_write_keeps_the_log_and_retries(
-    store_path: Path, caplog: pytest.LogCaptureFixture
+    store_path: Path | str, caplog: pytest.LogCaptureFixture
 ) -> None:
     flaky = FlakyEmbeddings()
     with PersistentMemory(store_path, flaky) as memory:
@@ -246,11 +251,7 @@ def test_failed_memory_write_keeps_the_log_and_retries(
         # Remembered once: a further write does not add them again.
         history.add_messages([HumanMessage("My sister is called Ana.")])
         assert len(memory.list(user_id="alice")) == 3
-    con = sqlite3.connect(store_path / "memory.db")
-    assert con.execute(
-        "SELECT count(*) FROM chat_messages WHERE pending = 1"
-    ).fetchone() == (0,)
-    con.close()
+        assert pending_messages(memory) == 0
 
 
 async def test_async_methods(memory: PersistentMemory) -> None:
@@ -303,7 +304,7 @@ def test_forget_removes_the_users_chat_log(memory: PersistentMemory) -> None:
     assert [m.content for m in bob.messages] == ["I work at Globex."]
 
 
-def test_opens_a_directory_itself(store_path: Path) -> None:
+def test_opens_a_directory_itself(store_path: Path | str) -> None:
     embedding = DeterministicFakeEmbedding(size=16)
     with PersistentChatMessageHistory(
         store_path, "s", user_id="alice", embedding=embedding
@@ -381,7 +382,7 @@ class PoisonEmbeddings(FlakyEmbeddings):
 
 
 def test_one_bad_message_does_not_block_the_sessions_memory(
-    store_path: Path, caplog: pytest.LogCaptureFixture
+    store_path: Path | str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with PersistentMemory(store_path, PoisonEmbeddings()) as memory:
         history = PersistentChatMessageHistory(memory, "s", user_id="u")
@@ -396,11 +397,7 @@ def test_one_bad_message_does_not_block_the_sessions_memory(
         }
         assert "Gave up adding message" in caplog.text
         assert len(history.messages) == 6  # the log keeps the bad one
-    con = sqlite3.connect(store_path / "memory.db")
-    assert con.execute(
-        "SELECT count(*) FROM chat_messages WHERE pending = 1"
-    ).fetchone() == (0,)
-    con.close()
+        assert pending_messages(memory) == 0
 
 
 class HookEmbeddings(FlakyEmbeddings):
@@ -417,7 +414,7 @@ class HookEmbeddings(FlakyEmbeddings):
         return super().embed_documents(texts)
 
 
-def test_forget_during_a_memory_write_wins(store_path: Path) -> None:
+def test_forget_during_a_memory_write_wins(store_path: Path | str) -> None:
     embeddings = HookEmbeddings()
     with PersistentMemory(store_path, embeddings) as memory:
         history = PersistentChatMessageHistory(memory, "s", user_id="alice")
@@ -428,7 +425,7 @@ def test_forget_during_a_memory_write_wins(store_path: Path) -> None:
 
 
 def test_two_writers_on_one_session_remember_each_message_once(
-    store_path: Path,
+    store_path: Path | str,
 ) -> None:
     embeddings = HookEmbeddings()
     with PersistentMemory(store_path, embeddings) as memory:
@@ -446,7 +443,7 @@ def test_two_writers_on_one_session_remember_each_message_once(
 
 
 def test_export_import_drops_the_chat_link(
-    memory: PersistentMemory, tmp_path: Path
+    place: Place, memory: PersistentMemory, tmp_path: Path
 ) -> None:
     PersistentChatMessageHistory(memory, "s", user_id="alice").add_messages(
         [HumanMessage("I am allergic to peanuts.")]
@@ -454,8 +451,16 @@ def test_export_import_drops_the_chat_link(
     assert "chat_seq" in memory.list(user_id="alice")[0].metadata
     memory.export(tmp_path / "out.jsonl")
     assert "chat_seq" not in (tmp_path / "out.jsonl").read_text()
-    with PersistentMemory(
-        tmp_path / "other", DeterministicFakeEmbedding(size=16)
-    ) as other:
+    with PersistentMemory(place("other"), DeterministicFakeEmbedding(size=16)) as other:
         assert other.import_(tmp_path / "out.jsonl") == 1
         assert "chat_seq" not in other.list(user_id="alice")[0].metadata
+
+
+def pending_messages(memory: PersistentMemory) -> int:
+    """How many chat messages still wait to be offered to long-term memory."""
+    with memory._db.read() as con:
+        return int(
+            con.execute(
+                "SELECT count(*) FROM chat_messages WHERE pending = 1"
+            ).fetchone()[0]
+        )

@@ -14,7 +14,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.messages.utils import count_tokens_approximately
 
 from langchain_persistent_memory.memory import PersistentMemory, default_write_gate
-from tests.unit_tests.conftest import run_python
+from tests.unit_tests.conftest import Place, run_python
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -29,8 +29,8 @@ class CountingEmbeddings(DeterministicFakeEmbedding):
 
 
 @pytest.fixture
-def memory(tmp_path: Path) -> PersistentMemory:
-    with PersistentMemory(tmp_path / "m", DeterministicFakeEmbedding(size=32)) as mem:
+def memory(place: Place) -> PersistentMemory:
+    with PersistentMemory(place("m"), DeterministicFakeEmbedding(size=32)) as mem:
         yield mem  # type: ignore[misc]
 
 
@@ -74,7 +74,7 @@ def test_keyword_side_finds_what_fake_vectors_cannot(memory: PersistentMemory) -
     assert hits[0].metadata["scores"]["keyword"] > 0
 
 
-def test_exact_and_near_duplicates_refresh(tmp_path: Path) -> None:
+def test_exact_and_near_duplicates_refresh(place: Place) -> None:
     base = np.ones(8, dtype=np.float32)
     near = base.copy()
     near[0] += 0.05  # cosine ~0.9999
@@ -93,7 +93,7 @@ def test_exact_and_near_duplicates_refresh(tmp_path: Path) -> None:
         def embed_query(self, text: str) -> list[float]:
             return table.get(text, base).tolist()
 
-    with PersistentMemory(tmp_path / "m", Table()) as memory:
+    with PersistentMemory(place("m"), Table()) as memory:
         first = memory.add("I like tea", user_id="u").ids[0]
         created = memory.get(first, user_id="u")
         assert created is not None
@@ -119,10 +119,10 @@ def test_exact_and_near_duplicates_refresh(tmp_path: Path) -> None:
         ]
 
 
-def test_gate_skips_small_talk_before_embedding(tmp_path: Path) -> None:
+def test_gate_skips_small_talk_before_embedding(place: Place) -> None:
     embedder = CountingEmbeddings(size=16)
     embedder.calls.clear()
-    with PersistentMemory(tmp_path / "m", embedder) as memory:
+    with PersistentMemory(place("m"), embedder) as memory:
         result = memory.add(
             [
                 HumanMessage("hi!"),
@@ -171,16 +171,16 @@ def test_default_write_gate(text: str, skip: bool) -> None:
     assert (default_write_gate(text) is not None) == skip
 
 
-def test_embedding_cache_is_shared_across_users_and_reopens(tmp_path: Path) -> None:
+def test_embedding_cache_is_shared_across_users_and_reopens(place: Place) -> None:
     embedder = CountingEmbeddings(size=16)
     embedder.calls.clear()
-    with PersistentMemory(tmp_path / "m", embedder) as memory:
+    with PersistentMemory(place("m"), embedder) as memory:
         memory.add("Shared fact about the office in Bergen", user_id="a")
         memory.add("Shared fact about the office in Bergen", user_id="b")
         stats = memory.stats()
         assert stats.cache_hits == 1
         assert stats.embedded_texts == 1
-    with PersistentMemory(tmp_path / "m", embedder) as memory:
+    with PersistentMemory(place("m"), embedder) as memory:
         memory.add("Shared fact about the office in Bergen", user_id="c")
         assert memory.stats().cache_hits == 1
     assert embedder.calls == [["Shared fact about the office in Bergen"]]
@@ -231,9 +231,9 @@ def test_token_budget_kinds_and_time_window(memory: PersistentMemory) -> None:
     )
 
 
-def test_time_decay_prefers_recent(tmp_path: Path) -> None:
+def test_time_decay_prefers_recent(place: Place) -> None:
     embedding = DeterministicFakeEmbedding(size=32)
-    with PersistentMemory(tmp_path / "m", embedding, half_life_days=30) as memory:
+    with PersistentMemory(place("m"), embedding, half_life_days=30) as memory:
         with mock.patch(
             "langchain_persistent_memory.memory.time.time", return_value=1_000_000.0
         ):
@@ -258,10 +258,8 @@ def test_forget_removes_everything_of_one_user(memory: PersistentMemory) -> None
     assert memory.forget("alice") == 0
 
 
-def test_memories_survive_reopen_in_a_new_process(tmp_path: Path) -> None:
-    with PersistentMemory(
-        tmp_path / "m", DeterministicFakeEmbedding(size=32)
-    ) as memory:
+def test_memories_survive_reopen_in_a_new_process(place: Place) -> None:
+    with PersistentMemory(place("m"), DeterministicFakeEmbedding(size=32)) as memory:
         memory.add(
             "Carol's favourite editor is Helix", user_id="carol", kind="preference"
         )
@@ -275,7 +273,7 @@ def test_memories_survive_reopen_in_a_new_process(tmp_path: Path) -> None:
             for d in m.search("favourite editor", user_id="carol", k=5):
                 print(d.page_content, d.metadata["kind"])
         """,
-        str(tmp_path / "m"),
+        str(place("m")),
     )
     assert out.splitlines() == ["Carol's favourite editor is Helix preference"]
 
@@ -378,9 +376,9 @@ def test_created_at_and_add_many(memory: PersistentMemory) -> None:
 
 
 @pytest.mark.parametrize("fusion", ["score", "rrf"])
-def test_both_fusions_rank_a_keyword_match_first(tmp_path: Path, fusion: str) -> None:
+def test_both_fusions_rank_a_keyword_match_first(place: Place, fusion: str) -> None:
     with PersistentMemory(
-        tmp_path / "m",
+        place("m"),
         DeterministicFakeEmbedding(size=32),
         fusion=fusion,  # type: ignore[arg-type]
     ) as memory:
@@ -393,14 +391,12 @@ def test_both_fusions_rank_a_keyword_match_first(tmp_path: Path, fusion: str) ->
         assert hits[0].id == target
         assert 0 < hits[0].metadata["scores"]["fused"] <= 1
     with pytest.raises(ValueError, match="fusion"):
-        PersistentMemory(
-            tmp_path / "n", DeterministicFakeEmbedding(size=8), fusion="max"
-        )  # type: ignore[arg-type]
+        PersistentMemory(place("n"), DeterministicFakeEmbedding(size=8), fusion="max")  # type: ignore[arg-type]
 
 
-def test_export_import_round_trip(tmp_path: Path) -> None:
+def test_export_import_round_trip(place: Place, tmp_path: Path) -> None:
     embedding = DeterministicFakeEmbedding(size=32)
-    with PersistentMemory(tmp_path / "a", embedding) as source:
+    with PersistentMemory(place("a"), embedding) as source:
         with mock.patch(
             "langchain_persistent_memory.memory.time.time", return_value=1_650_000_000.0
         ):
@@ -420,7 +416,7 @@ def test_export_import_round_trip(tmp_path: Path) -> None:
     lines = (tmp_path / "ana.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 1
     assert "Ben" not in lines[0]
-    with PersistentMemory(tmp_path / "b", embedding) as target:
+    with PersistentMemory(place("b"), embedding) as target:
         assert target.import_(tmp_path / "all.jsonl") == 2
         again = target.get(kept, user_id="ana")
         assert again is not None
@@ -517,7 +513,7 @@ def test_import_cannot_overwrite_another_users_memory(
     assert memory.list(user_id="mallory") == []
 
 
-async def test_async_twins_await_the_embedding(tmp_path: Path) -> None:
+async def test_async_twins_await_the_embedding(place: Place) -> None:
     calls: list[str] = []
 
     class Recording(DeterministicFakeEmbedding):
@@ -538,7 +534,7 @@ async def test_async_twins_await_the_embedding(tmp_path: Path) -> None:
             return super().embed_query(text)
 
     with PersistentMemory(
-        tmp_path / "m", Recording(size=16), dedup_threshold=None
+        place("m"), Recording(size=16), dedup_threshold=None
     ) as memory:
         added = await memory.aadd("Priya collects vintage fountain pens", user_id="p")
         assert len(added.ids) == 1
@@ -564,10 +560,10 @@ def test_empty_user_id_never_means_everyone(
     assert memory.stats().memories == 2
 
 
-def test_forget_scrubs_the_embedding_cache(tmp_path: Path) -> None:
+def test_forget_scrubs_the_embedding_cache(place: Place) -> None:
     embedder = CountingEmbeddings(size=16)
     embedder.calls.clear()
-    with PersistentMemory(tmp_path / "m", embedder) as memory:
+    with PersistentMemory(place("m"), embedder) as memory:
         memory.add("Alice's secret: she is moving to Reykjavik", user_id="alice")
         memory.forget("alice")
         hits_before = memory.stats().cache_hits
@@ -593,12 +589,15 @@ def test_refresh_keeps_the_new_copys_importance_and_sources(
     assert [d.id for d in memory.search("peanuts", user_id="d", k=3)] == [first]
 
 
-def test_search_survives_a_row_removed_underneath(memory: PersistentMemory) -> None:
+def test_search_survives_a_row_removed_underneath(tmp_path: Path) -> None:
+    # Embedded store only: PostgreSQL has no vector store to go around.
+    memory = PersistentMemory(tmp_path / "m", DeterministicFakeEmbedding(size=32))
     ids = [
         memory.add(f"Note {i} about the harbour", user_id="h").ids[0] for i in range(5)
     ]
     memory.store.delete([ids[0]])  # bypasses the memory layer on purpose
     hits = memory.search("harbour", user_id="h", k=5)
+    memory.close()
     assert ids[0] not in {d.id for d in hits}
     assert len(hits) == 4
 
@@ -624,7 +623,7 @@ def test_since_until_accept_datetimes_and_kind_follows_content(
     assert stored.metadata["kind"] == "fact"
 
 
-def test_diversity_spreads_results(tmp_path: Path) -> None:
+def test_diversity_spreads_results(place: Place) -> None:
     rng = np.random.default_rng(1)
     base = rng.standard_normal(16).astype(np.float32)
     other = rng.standard_normal(16).astype(np.float32)
@@ -645,7 +644,7 @@ def test_diversity_spreads_results(tmp_path: Path) -> None:
         def embed_query(self, text: str) -> list[float]:
             return table[text].tolist()
 
-    with PersistentMemory(tmp_path / "m", Table(), dedup_threshold=None) as memory:
+    with PersistentMemory(place("m"), Table(), dedup_threshold=None) as memory:
         for text in list(table)[:4]:
             memory.add(text, user_id="u")
         plain = memory.search("what do I drink", user_id="u", k=2)
@@ -657,10 +656,8 @@ def test_diversity_spreads_results(tmp_path: Path) -> None:
             memory.search("what do I drink", user_id="u", diversity=1.5)
 
 
-async def test_every_method_has_an_async_twin(tmp_path: Path) -> None:
-    with PersistentMemory(
-        tmp_path / "m", DeterministicFakeEmbedding(size=16)
-    ) as memory:
+async def test_every_method_has_an_async_twin(place: Place, tmp_path: Path) -> None:
+    with PersistentMemory(place("m"), DeterministicFakeEmbedding(size=16)) as memory:
         added = await memory.aadd_many(
             [
                 {"content": f"Async note {i} about rivers", "user_id": "a"}
@@ -701,15 +698,13 @@ async def test_every_method_has_an_async_twin(tmp_path: Path) -> None:
     assert {f"a{name}" for name in sync_methods} <= public
 
 
-def test_dedup_threshold_auto_reads_the_embedding(tmp_path: Path) -> None:
+def test_dedup_threshold_auto_reads_the_embedding(place: Place) -> None:
     class Declaring(DeterministicFakeEmbedding):
         near_duplicate_threshold: float = 0.5
 
-    with PersistentMemory(tmp_path / "a", Declaring(size=8)) as memory:
+    with PersistentMemory(place("a"), Declaring(size=8)) as memory:
         assert memory._dedup == 0.5
-    with PersistentMemory(tmp_path / "b", DeterministicFakeEmbedding(size=8)) as memory:
+    with PersistentMemory(place("b"), DeterministicFakeEmbedding(size=8)) as memory:
         assert memory._dedup == 0.95
-    with PersistentMemory(
-        tmp_path / "c", Declaring(size=8), dedup_threshold=0.9
-    ) as memory:
+    with PersistentMemory(place("c"), Declaring(size=8), dedup_threshold=0.9) as memory:
         assert memory._dedup == 0.9

@@ -17,7 +17,8 @@ from langchain_persistent_memory.retrievers import PersistentMemoryRetriever
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
+
+    from tests.unit_tests.conftest import Place
 
 
 @functools.cache
@@ -85,10 +86,8 @@ async def test_async_and_metadata() -> None:
         await retriever.ainvoke("trail", top_k=2)
 
 
-def test_token_budget_field(tmp_path: Path) -> None:
-    with PersistentMemory(
-        tmp_path / "m", DeterministicFakeEmbedding(size=16)
-    ) as memory:
+def test_token_budget_field(place: Place) -> None:
+    with PersistentMemory(place("m"), DeterministicFakeEmbedding(size=16)) as memory:
         for i in range(5):
             memory.add(f"memory {i} " + "word " * 40, user_id="u")
         retriever = PersistentMemoryRetriever(

@@ -31,6 +31,14 @@ if TYPE_CHECKING:
     from langchain_core.callbacks import CallbackManagerForLLMRun
     from langchain_core.outputs import ChatResult
 
+    from tests.unit_tests.conftest import Place
+
+
+@pytest.fixture
+def store_path(place: Place) -> Path | str:
+    """This module's store, on each backend (overrides conftest's directory)."""
+    return place("store")
+
 
 class RecordingModel(EchoChatModel):
     """The echo model that also keeps every prompt it was given."""
@@ -57,7 +65,7 @@ def config(user: str, session: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def memory(store_path: Path) -> Iterator[PersistentMemory]:
+def memory(store_path: Path | str) -> Iterator[PersistentMemory]:
     with PersistentMemory(store_path, DeterministicFakeEmbedding(size=16)) as memory:
         yield memory
 
@@ -217,7 +225,7 @@ def test_a_failed_deferred_write_is_logged_raised_by_flush_and_keeps_the_answer(
 
 
 def test_embedding_outage_during_the_write_keeps_the_answer_and_retries(
-    store_path: Path,
+    store_path: Path | str,
 ) -> None:
     flaky = FlakyEmbeddings()
     with PersistentMemory(store_path, flaky) as memory:
@@ -311,7 +319,7 @@ def test_answers_that_are_not_messages_are_reported(
 
 
 def test_without_a_key_the_chat_model_default_says_how_to_choose(
-    store_path: Path, monkeypatch: pytest.MonkeyPatch
+    store_path: Path | str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with (

@@ -18,7 +18,7 @@ from langchain_persistent_memory import (
     create_memory_tools,
 )
 from langchain_persistent_memory.testing import ScriptedToolChatModel
-from tests.unit_tests.conftest import run_python
+from tests.unit_tests.conftest import Place, run_python
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -31,8 +31,8 @@ BOB = {"configurable": {"user_id": "bob"}}
 
 
 @pytest.fixture
-def memory(tmp_path: Path) -> Iterator[PersistentMemory]:
-    with PersistentMemory(tmp_path / "m", DeterministicFakeEmbedding(size=16)) as mem:
+def memory(place: Place) -> Iterator[PersistentMemory]:
+    with PersistentMemory(place("m"), DeterministicFakeEmbedding(size=16)) as mem:
         yield mem
 
 
@@ -180,7 +180,7 @@ def test_custom_kinds_restrict_saves_and_searches(memory: PersistentMemory) -> N
 
 def test_factory_arguments_are_checked(memory: PersistentMemory) -> None:
     with pytest.raises(TypeError, match="PersistentMemory"):
-        create_memory_tools(memory.store)  # type: ignore[arg-type]
+        create_memory_tools(memory._store)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="list of strings"):
         create_memory_tools(memory, kinds="fact")
     with pytest.raises(ValueError, match="at least one kind"):
