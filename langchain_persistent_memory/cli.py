@@ -5,9 +5,11 @@ lpm add "I moved to Lisbon in May." --user alice
 lpm search "Where does she live?" --user alice
 lpm list --user alice --json
 lpm doctor
+lpm migrate ./memory postgresql://app@db.internal/memory
 ```
 
-Every command takes `--store DIR` (default: `$LPM_STORE`, else `./memory`)
+Every command takes `--store DIR` (default: `$LPM_STORE`, else `./memory`;
+a `postgresql://` URL works for the commands that read and write memories)
 and `--json` (one JSON document on stdout, for programs; without it, tables
 for people). Progress bars and errors go to stderr. An error is one line,
 `lpm: error: ...`, saying what was wrong and how to fix it.
@@ -60,6 +62,14 @@ from langchain_persistent_memory._index import (
     CheckpointError,
     checkpoint_stamp,
     read_checkpoint,
+)
+from langchain_persistent_memory._migrate import migrate
+from langchain_persistent_memory._postgres import (
+    is_postgres_url,
+    redacted,
+)
+from langchain_persistent_memory._postgres import (
+    recorded_model as recorded_in_postgres,
 )
 from langchain_persistent_memory.errors import PersistentMemoryError
 from langchain_persistent_memory.memory import PersistentMemory
@@ -204,7 +214,37 @@ class _NoEmbedding(Embeddings):
 
 
 def _store_path(args: argparse.Namespace) -> Path:
+    """The store's directory; a PostgreSQL URL is refused (file-level commands)."""
+    if is_postgres_url(args.store):
+        msg = (
+            f"lpm {args.command} works on a directory store; PostgreSQL keeps "
+            "its own indexes and files. Use PostgreSQL's tools (psql, VACUUM, "
+            "REINDEX) there."
+        )
+        raise CliError(msg, EXIT_USAGE)
     return Path(args.store).expanduser()
+
+
+def _location(args: argparse.Namespace) -> Path | str:
+    """The store's directory, or its PostgreSQL URL."""
+    if is_postgres_url(args.store):
+        return str(args.store)
+    return Path(args.store).expanduser()
+
+
+def _require(location: Path | str) -> str:
+    """`_require_store` for a directory or a PostgreSQL URL; the model."""
+    if isinstance(location, Path):
+        return _require_store(location)
+    model = recorded_in_postgres(location)
+    if model is None:
+        msg = (
+            f"No store at {redacted(location)}: the server cannot be reached, "
+            "or the database has no langchain-persistent-memory store. Check "
+            "the URL, or open the store once from your app first."
+        )
+        raise CliError(msg, EXIT_NOT_FOUND)
+    return model
 
 
 def _require_file(path: Path) -> Path:
@@ -265,9 +305,12 @@ def _open(
     args: argparse.Namespace, *, embeds: bool, create: bool = False
 ) -> PersistentMemory:
     """Open the store; with `embeds`, with a real model, else with none."""
-    path = _store_path(args)
-    exists = (path / DB_FILE).exists()
-    recorded = _require_store(path) if exists or not create else None
+    path = _location(args)
+    if isinstance(path, Path):
+        exists = (path / DB_FILE).exists()
+        recorded = _require_store(path) if exists or not create else None
+    else:
+        recorded = recorded_in_postgres(path) if create else _require(path)
     if not embeds:
         return PersistentMemory(path, _NoEmbedding(), embedding_model=recorded)
     spec = getattr(args, "embedding", None)
@@ -431,15 +474,16 @@ def _cmd_history(args: argparse.Namespace, out: _Output) -> int:
 
 
 def _cmd_forget(args: argparse.Namespace, out: _Output) -> int:
-    path = _store_path(args)
-    _require_store(path)
+    path = _location(args)
+    _require(path)
     if not args.yes:
         if not sys.stdin.isatty():
             msg = f"forget deletes everything of {args.user!r}; add --yes to confirm."
             raise CliError(msg, EXIT_USAGE)
         try:
             answer = input(
-                f"Delete every memory and chat of {args.user!r} in {path}? [y/N] "
+                f"Delete every memory and chat of {args.user!r} in "
+                f"{redacted(str(path))}? [y/N] "
             )
         except EOFError:
             answer = ""
@@ -582,6 +626,52 @@ def _cmd_stats(args: argparse.Namespace, out: _Output) -> int:
         out.table(None, ["", ""], rows)
 
     out.emit(facts, render)
+    return EXIT_OK
+
+
+def _open_for_copy(location: Path | str, model: str) -> PersistentMemory:
+    """A store to copy from or into, opened without loading its model."""
+    return PersistentMemory(location, _NoEmbedding(), embedding_model=model)
+
+
+def _given(spec: str) -> Path | str:
+    return spec if is_postgres_url(spec) else Path(spec).expanduser()
+
+
+def _cmd_migrate(args: argparse.Namespace, out: _Output) -> int:
+    source_at, target_at = _given(args.source), _given(args.destination)
+    start = time.perf_counter()
+    model = _require(source_at)
+    with (
+        _open_for_copy(source_at, model) as source,
+        _open_for_copy(target_at, model) as target,
+        out.progress("Copying memories", 0) as update,
+    ):
+        report = migrate(source, target, batch_size=args.batch_size, progress=update)
+    seconds = time.perf_counter() - start
+    data = {
+        "copied": report.copied,
+        "already_there": report.skipped,
+        "rows": report.counts,
+        "checksums": report.checksums,
+        "seconds": round(seconds, 3),
+    }
+
+    def render() -> None:
+        out.console.print(
+            f"Copied {report.copied:,} memories ({report.skipped:,} already there) "
+            f"in {seconds:.1f} s; verified:"
+        )
+        out.table(
+            None,
+            ["table", "rows", "checksum"],
+            [
+                [table, f"{count:,}", report.checksums[table]]
+                for table, count in report.counts.items()
+            ],
+        )
+
+    out.emit(data, render)
     return EXIT_OK
 
 
@@ -1315,6 +1405,21 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - a line per option
         "check the store: database, settings, index vs database, size",
     )
     command("reindex", _cmd_reindex, "rebuild index.faiss from memory.db")
+    moving = command(
+        "migrate",
+        _cmd_migrate,
+        "copy a store to another backend (directory <-> postgresql:// URL), "
+        "resumable, verified by counts and checksums",
+        store=False,
+    )
+    moving.add_argument("source", metavar="SRC", help="a directory or a URL")
+    moving.add_argument("destination", metavar="DST", help="a directory or a URL")
+    moving.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=1000,
+        help="memories per transaction (default 1000)",
+    )
     command(
         "compact",
         _cmd_compact,

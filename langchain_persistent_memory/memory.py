@@ -189,6 +189,11 @@ class _SQLiteText:
             )
 
     @staticmethod
+    def after_copy(con: Any) -> None:
+        """Nothing to do: AUTOINCREMENT follows explicitly inserted `seq`s."""
+        del con
+
+    @staticmethod
     def contexts(con: Any, labels: Sequence[int]) -> dict[int, str]:
         """The keyword-only context of each memory that has one."""
         found: dict[int, str] = {}
@@ -658,21 +663,22 @@ class PersistentMemory:
         """
         plans: builtins.list[tuple[str, str] | None] = []
         accepted: dict[tuple[str, str], builtins.list[tuple[str, np.ndarray]]] = {}
-        for item, vector in zip(items, vectors, strict=True):
-            key = (item.scope["user_id"], item.attrs["kind"])
-            digest = _content_hash(item.text)
-            unit = vector / np.linalg.norm(vector)
-            if any(
-                h == digest
-                or (self._dedup is not None and float(u @ unit) >= self._dedup)
-                for h, u in accepted.get(key, [])
-            ):
-                plans.append(("", "duplicate within the same call"))
-                continue
-            twin = self._twin(key[0], key[1], digest, vector)
-            plans.append(twin)
-            if twin is None:
-                accepted.setdefault(key, []).append((digest, unit))
+        with self._db.read():  # one snapshot (and round trip) for the batch
+            for item, vector in zip(items, vectors, strict=True):
+                key = (item.scope["user_id"], item.attrs["kind"])
+                digest = _content_hash(item.text)
+                unit = vector / np.linalg.norm(vector)
+                if any(
+                    h == digest
+                    or (self._dedup is not None and float(u @ unit) >= self._dedup)
+                    for h, u in accepted.get(key, [])
+                ):
+                    plans.append(("", "duplicate within the same call"))
+                    continue
+                twin = self._twin(key[0], key[1], digest, vector)
+                plans.append(twin)
+                if twin is None:
+                    accepted.setdefault(key, []).append((digest, unit))
         return plans
 
     def _twin(

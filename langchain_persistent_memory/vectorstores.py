@@ -906,6 +906,30 @@ class PersistentFAISS(VectorStore):
                     )
         return found
 
+    @staticmethod
+    def _dump(
+        con: Connection, *, after: str | None, ids: Sequence[str] | None, limit: int
+    ) -> list[tuple[int, str, str, str, npt.NDArray[np.float32]]]:
+        """`(label, id, text, metadata JSON, vector)` rows in id order.
+
+        Those with ids after `after` (all if None), or those with `ids`.
+        """
+        where: str = ""
+        params: list[Any] = []
+        if ids is not None:
+            where, params = f"WHERE id IN ({_marks(ids)})", list(ids)
+        elif after is not None:
+            where, params = "WHERE id > ?", [after]
+        rows = con.execute(
+            "SELECT label, id, text, metadata, embedding FROM documents"  # noqa: S608
+            f" {where} ORDER BY id LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+        return [
+            (label, doc_id, text, meta, np.frombuffer(blob, dtype=np.float32))
+            for label, doc_id, text, meta, blob in rows
+        ]
+
     def _meta(self, doc_id: str, data: str) -> dict[str, Any]:
         return self._db.parse(data, f"the metadata of {doc_id!r}", _as_dict)
 
