@@ -167,20 +167,47 @@ def _translate(sql: str) -> str:
 
 
 class _Connection:
-    """A psycopg connection that runs the SQL `PersistentMemory` writes for SQLite."""
+    """A psycopg connection that runs the SQL `PersistentMemory` writes for SQLite.
 
-    def __init__(self, raw: Any) -> None:
+    In a write transaction statements are pipelined (sent without waiting);
+    reading a result, or a cursor's `rowcount`, waits for it.
+    """
+
+    def __init__(self, raw: Any, pipeline: Any = None) -> None:
         self.raw = raw
+        self._pipeline = pipeline
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
         cursor = self.raw.cursor()
         cursor.execute(_translate(sql), params)
-        return cursor
+        return cursor if self._pipeline is None else _Cursor(cursor, self._pipeline)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Any:
         cursor = self.raw.cursor()
         cursor.executemany(_translate(sql), list(rows))
         return cursor
+
+
+class _Cursor:
+    """A cursor of a pipelined statement: `rowcount` waits for the result."""
+
+    def __init__(self, cursor: Any, pipeline: Any) -> None:
+        self._cursor = cursor
+        self._pipeline = pipeline
+
+    @property
+    def rowcount(self) -> int:
+        self._pipeline.sync()
+        return int(self._cursor.rowcount)
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> Any:
+        return self._cursor.fetchall()
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._cursor)
 
 
 class PostgresDatabase:
@@ -254,9 +281,9 @@ class PostgresDatabase:
             with (
                 self._current_pool().connection() as raw,
                 raw.transaction(),
-                raw.pipeline() if write else contextlib.nullcontext(),
+                raw.pipeline() if write else contextlib.nullcontext() as pipeline,
             ):
-                con = _Connection(raw)
+                con = _Connection(raw, pipeline)
                 if write:
                     timeout = int(self.busy_timeout * 1000)
                     con.execute(f"SET LOCAL lock_timeout = {timeout}")
@@ -332,6 +359,7 @@ class PostgresStore:
         embedding: Embeddings,
         *,
         embedding_model: str | None = None,
+        distance: str = "cosine",
         pool_size: int = 10,
         busy_timeout: float = 30.0,
         ef_search: int = 100,
@@ -344,6 +372,7 @@ class PostgresStore:
                 user may (else ask an administrator: `CREATE EXTENSION vector`).
             embedding: The embeddings the store is used with.
             embedding_model: Name recorded for the model (as `PersistentFAISS`).
+            distance: Only `"cosine"`.
             pool_size: Most connections this process opens.
             busy_timeout: Seconds a write waits for another writer's lock
                 before raising `StoreBusyError`; also the connect timeout.
@@ -354,6 +383,9 @@ class PostgresStore:
             _embedding_identity,
         )
 
+        if distance != "cosine":
+            msg = f"A PostgreSQL store ranks by cosine similarity, not {distance!r}."
+            raise ValueError(msg)
         for name, value in (("pool_size", pool_size), ("ef_search", ef_search)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 msg = f"{name} must be an int >= 1, got {value!r}."

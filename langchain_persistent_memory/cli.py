@@ -676,6 +676,7 @@ def _cmd_migrate(args: argparse.Namespace, out: _Output) -> int:
 
 
 def _cmd_reindex(args: argparse.Namespace, out: _Output) -> int:
+    _store_path(args)  # a directory: PostgreSQL has no index.faiss
     start = time.perf_counter()
     with (
         _open(args, embeds=False) as memory,

@@ -78,6 +78,9 @@ RESERVED_KEYS = frozenset(
 _DEDUP_DEFAULT = 0.95  # cosine at which two memories count as one
 _RRF_K = 60  # reciprocal rank fusion constant (Cormack et al., 2009)
 _MAX_ID = 256
+_POSTGRES_OPTIONS = frozenset(
+    {"embedding_model", "pool_size", "busy_timeout", "ef_search", "distance"}
+)
 
 # Words that carry no content for keyword search (questions and small talk).
 _STOP_WORDS = frozenset(
@@ -287,7 +290,10 @@ class PersistentMemory:
     """Long-term memory for LLM apps: add, search, forget, per user.
 
     Args:
-        path: Directory of the store (created if missing).
+        path: Directory of the store (created if missing), or the URL of a
+            PostgreSQL database with pgvector (`postgresql://user@host/db`,
+            the `postgres` extra): the same memory, shared by every process
+            and machine that opens the URL.
         embedding: The LangChain `Embeddings` used for memories and queries.
             When None: the model the store was made with if it exists
             (`LocalEmbeddings` or an OpenAI model); else OpenAI
@@ -319,8 +325,11 @@ class PersistentMemory:
         reinforcement: How much being returned before lifts a memory: its
             score is multiplied by `1 + reinforcement * ln(1 + uses)`. 0
             turns it off (and stops recording uses).
-        **store_options: Passed to `PersistentFAISS` (`checkpoint_every`,
-            `busy_timeout`, `synchronous`, `index`, ...).
+        **store_options: For a directory, passed to `PersistentFAISS`
+            (`checkpoint_every`, `busy_timeout`, `synchronous`, `index`, ...).
+            For PostgreSQL: `pool_size` (connections per process, default
+            10), `busy_timeout`, `ef_search` (HNSW search breadth, default
+            100) and `embedding_model`.
     """
 
     def __init__(
@@ -1644,6 +1653,14 @@ def _open_store(
 ) -> tuple[PersistentFAISS | PostgresStore, type[_SQLiteText | PostgresText]]:
     """The store at a directory, or at a `postgresql://` URL, and its text tables."""
     if is_postgres_url(location):
+        wrong = sorted(set(options) - _POSTGRES_OPTIONS)
+        if wrong:
+            msg = (
+                f"{', '.join(wrong)}: not an option of a PostgreSQL store (they "
+                "apply to a directory store). PostgreSQL takes "
+                f"{', '.join(sorted(_POSTGRES_OPTIONS))}."
+            )
+            raise TypeError(msg)
         return PostgresStore(str(location), embedding, **options), PostgresText
     return PersistentFAISS(location, embedding, **options), _SQLiteText
 
