@@ -9,6 +9,7 @@ HNSW path, filter parity with SQLite, bad URLs and foreign databases.
 from __future__ import annotations
 
 import random
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from langchain_persistent_memory import (
     EmbeddingMismatchError,
     PersistentMemory,
     PersistentMemoryError,
+    StoreBusyError,
     _postgres,
 )
 from tests.unit_tests.conftest import TableEmbeddings, random_unit_vectors, run_python
@@ -298,3 +300,21 @@ def test_vectors_read_back_as_written(postgres_url: str) -> None:
         stored = {text: vector for _, _, text, _, vector in rows}
         for i in range(5):
             assert stored[f"t{i}"].tobytes() == vectors[i].tobytes()
+
+
+def test_a_writer_waiting_too_long_is_told_and_writes_nothing(
+    postgres_url: str,
+) -> None:
+    with PersistentMemory(
+        postgres_url, DeterministicFakeEmbedding(size=8), busy_timeout=0.5
+    ) as memory:
+        memory.add("I like tea", user_id="u")
+        with psycopg.connect(postgres_url) as other:  # holds the write lock
+            other.execute("SELECT pg_advisory_xact_lock(%s)", (_postgres._WRITE_LOCK,))
+            started = time.monotonic()
+            with pytest.raises(StoreBusyError, match=r"busy_timeout=0\.5"):
+                memory.add("I like coffee", user_id="u")
+            assert time.monotonic() - started < 10
+            assert [d.page_content for d in memory.list(user_id="u")] == ["I like tea"]
+        memory.add("I like coffee", user_id="u")  # the lock is free again
+        assert len(memory.list(user_id="u")) == 2
