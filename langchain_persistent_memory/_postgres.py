@@ -779,15 +779,25 @@ class PostgresText:
     ) -> Iterable[tuple[int, float]]:
         """`(label, score)` of the user's memories matching any term, best first.
 
-        Terms are stemmed as the texts were (`english`); the score is
-        `ts_rank` normalised by document length.
+        Terms are stemmed as the texts were (`english`). The score is
+        BM25-like: per term, `ts_rank` (normalised by length) weighted by
+        the term's inverse document frequency among the user's memories,
+        summed. Plain `ts_rank` has no IDF and recalled less on LoCoMo
+        (0.678 against 0.706 at 10).
         """
-        query = " | ".join(terms)  # words of \\w characters: no operators
         rows = con.execute(
-            "SELECT t.label, ts_rank(t.terms, q, 1) AS score"
-            " FROM memory_text AS t, to_tsquery('english', ?) AS q"
-            " WHERE t.user_id = ? AND t.terms @@ q ORDER BY score DESC, t.label",
-            (query, user_id),
+            "WITH q AS (SELECT DISTINCT to_tsquery('english', w) AS tq"
+            " FROM unnest(?::text[]) AS w),"
+            " n AS (SELECT count(*) AS n FROM memory_text WHERE user_id = ?),"
+            " idf AS MATERIALIZED (SELECT q.tq,"
+            " ln(1 + (n.n - d.df + 0.5) / (d.df + 0.5)) AS idf"
+            " FROM q CROSS JOIN n CROSS JOIN LATERAL (SELECT count(*) AS df"
+            " FROM memory_text AS t WHERE t.user_id = ? AND t.terms @@ q.tq) AS d"
+            " WHERE numnode(q.tq) > 0)"
+            " SELECT t.label, sum(idf.idf * ts_rank(t.terms, idf.tq, 1)) AS score"
+            " FROM memory_text AS t JOIN idf ON t.terms @@ idf.tq"
+            " WHERE t.user_id = ? GROUP BY t.label ORDER BY score DESC, t.label",
+            (list(terms), user_id, user_id, user_id),
         )
         for label, score in rows:
             yield label, float(score)

@@ -49,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         "'local' (the offline LocalEmbeddings, extra 'local'), 'openai[:MODEL]', "
         "or 'module:callable' returning a LangChain Embeddings",
     )
+    locomo.add_argument(
+        "--store",
+        default=None,
+        help="a postgresql:// URL to run on (default: a temporary directory)",
+    )
     locomo.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
     data: Path = args.data
@@ -58,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Fake vectors carry no meaning: rank by the keyword side alone.
     options = {"keyword_weight": 1.0} if args.embedding == "fake" else {}
-    report = evaluate(paths, _embedding(args.embedding), memory_options=options)
+    report = evaluate(
+        paths, _embedding(args.embedding), memory_options=options, store=args.store
+    )
     report["embedding"] = args.embedding
     if args.json:
         print(json.dumps(report, indent=2))  # noqa: T201

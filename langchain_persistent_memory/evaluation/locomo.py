@@ -161,12 +161,15 @@ def evaluate(
     *,
     memory_options: dict[str, Any] | None = None,
     pool: int = 60,
+    store: str | None = None,
 ) -> dict[str, Any]:
     """Run the evaluation; return overall and per-category averages.
 
     `memory_options` are passed to every `PersistentMemory` (the same for
     every conversation). Use counts are off (`reinforcement=0`) so that a
     question's result does not depend on the questions asked before it.
+    Each conversation gets a temporary directory, or, with `store` (a
+    PostgreSQL URL), is one user of that store, forgotten afterwards.
     """
     options = {"reinforcement": 0.0, **(memory_options or {})}
     overall = Scores()
@@ -178,7 +181,9 @@ def evaluate(
         file_scores = Scores()
         with (
             tempfile.TemporaryDirectory() as tmp,
-            PersistentMemory(Path(tmp) / "store", embedding, **options) as memory,
+            PersistentMemory(
+                store or Path(tmp) / "store", embedding, **options
+            ) as memory,
         ):
             result = memory.add_many(
                 {
@@ -201,6 +206,8 @@ def evaluate(
                 overall.add(values)
                 file_scores.add(values)
                 per_category[question.category].add(values)
+            if store is not None:
+                memory.forget(conversation.name)
         per_file[conversation.name] = file_scores.means()
     return {
         "questions": overall.questions,
