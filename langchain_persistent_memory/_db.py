@@ -99,6 +99,29 @@ def storable(value: str, name: str) -> str:
     return value
 
 
+def parse_stored(
+    data: str | bytes,
+    what: str,
+    parse: Callable[[Any], T],
+    *,
+    where: str,
+    kind: str,
+) -> T:
+    """Parse a stored JSON value with `parse`; damage is a `CorruptStoreError`.
+
+    `where` names the store and `kind` what to restore ("file", "database").
+    """
+    try:
+        return parse(json.loads(data))
+    except (ValueError, TypeError, KeyError) as exc:
+        msg = (
+            f"{where} is damaged: {what} is not what this package wrote "
+            f"({type(exc).__name__}: {exc}). Nothing was changed; restore the "
+            f"{kind} from a backup, or delete that row."
+        )
+        raise CorruptStoreError(msg) from exc
+
+
 def connect_read_only(path: Path) -> sqlite3.Connection:
     """A read-only connection to the database at `path`, for looking at it.
 
@@ -268,15 +291,7 @@ class Database:
 
         `what` names the value for the message, e.g. "the metadata of 'a'".
         """
-        try:
-            return parse(json.loads(data))
-        except (ValueError, TypeError, KeyError) as exc:
-            msg = (
-                f"{self.path} is damaged: {what} is not what this package "
-                f"wrote ({type(exc).__name__}: {exc}). Nothing was changed; "
-                "restore the file from a backup, or delete that row."
-            )
-            raise CorruptStoreError(msg) from exc
+        return parse_stored(data, what, parse, where=str(self.path), kind="file")
 
     def close(self) -> None:
         """Close every connection this process opened. Safe to call twice."""

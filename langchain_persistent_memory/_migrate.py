@@ -143,20 +143,9 @@ def _copy_memories(
     report: MigrationReport,
 ) -> None:
     total, report_progress = progress
-    after: str | None = None
     done = 0
-    while True:
-        with source._db.read() as con:  # noqa: SLF001
-            rows = source._store._dump(con, after=after, ids=None, limit=batch_size)  # noqa: SLF001
-            contexts = source._text.contexts(con, [row[0] for row in rows])  # noqa: SLF001
-        if not rows:
-            break
-        after = rows[-1][1]
-        with target._db.read() as con:  # noqa: SLF001
-            present = target._store._dump(  # noqa: SLF001
-                con, after=None, ids=[row[1] for row in rows], limit=len(rows)
-            )
-            there = target._text.contexts(con, [row[0] for row in present])  # noqa: SLF001
+    for rows, contexts in _memory_pages(source, batch_size):
+        present, there = _memories(target, ids=[row[1] for row in rows])
         held = {row[1]: _memory_digest(row[1:], there.get(row[0])) for row in present}
         wanted = [
             row
@@ -172,9 +161,39 @@ def _copy_memories(
             report_progress(done, max(total, done))
 
 
+_Row = tuple[int, str, str, str, np.ndarray]
+
+
+def _memories(
+    memory: PersistentMemory,
+    *,
+    after: str | None = None,
+    ids: list[str] | None = None,
+    limit: int = 10_000,
+) -> tuple[list[_Row], dict[int, str]]:
+    """Memory rows (see `_dump`) and their keyword contexts, in one snapshot."""
+    with memory._db.read() as con:  # noqa: SLF001
+        rows = memory._store._dump(con, after=after, ids=ids, limit=limit)  # noqa: SLF001
+        contexts = memory._text.contexts(con, [row[0] for row in rows])  # noqa: SLF001
+    return rows, contexts
+
+
+def _memory_pages(
+    memory: PersistentMemory, batch_size: int
+) -> Iterator[tuple[list[_Row], dict[int, str]]]:
+    """All memories in id order, a page at a time."""
+    after: str | None = None
+    while True:
+        rows, contexts = _memories(memory, after=after, limit=batch_size)
+        if not rows:
+            return
+        yield rows, contexts
+        after = rows[-1][1]
+
+
 def _write(
     target: PersistentMemory,
-    rows: list[tuple[int, str, str, str, np.ndarray]],
+    rows: list[_Row],
     contexts: dict[int, str],
 ) -> None:
     metas = [
@@ -291,14 +310,8 @@ def _row_digest(row: tuple[Any, ...]) -> bytes:
 def _summary(memory: PersistentMemory, batch_size: int = 2000) -> dict[str, Any]:
     """Row count and order-free checksum of each table of a store."""
     found: dict[str, Any] = {}
-    count, total, after = 0, 0, None
-    while True:
-        with memory._db.read() as con:  # noqa: SLF001
-            rows = memory._store._dump(con, after=after, ids=None, limit=batch_size)  # noqa: SLF001
-            contexts = memory._text.contexts(con, [row[0] for row in rows])  # noqa: SLF001
-        if not rows:
-            break
-        after = rows[-1][1]
+    count, total = 0, 0
+    for rows, contexts in _memory_pages(memory, batch_size):
         for row in rows:
             digest = _memory_digest(row[1:], contexts.get(row[0]))
             total = (total + int.from_bytes(digest, "big")) % _MOD

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import os
 import re
@@ -36,13 +35,19 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from langchain_persistent_memory._db import SCHEMA_VERSION, Connection
+from langchain_persistent_memory._db import SCHEMA_VERSION, Connection, parse_stored
 from langchain_persistent_memory._filters import compile_filter, typed_value
 from langchain_persistent_memory.errors import (
     CorruptStoreError,
     EmbeddingMismatchError,
     PersistentMemoryError,
     StoreBusyError,
+)
+from langchain_persistent_memory.vectorstores import (
+    _as_dict,
+    _embedding_identity,
+    checked_vectors,
+    dump_rows,
 )
 
 if TYPE_CHECKING:
@@ -318,15 +323,9 @@ class PostgresDatabase:
 
     def parse(self, data: str | bytes, what: str, parse: Callable[[Any], T]) -> T:
         """Parse a stored JSON value with `parse`; damage is a `CorruptStoreError`."""
-        try:
-            return parse(json.loads(data))
-        except (ValueError, TypeError, KeyError) as exc:
-            msg = (
-                f"The store at {self.name} is damaged: {what} is not what this "
-                f"package wrote ({type(exc).__name__}: {exc}). Nothing was "
-                "changed; restore the database from a backup, or delete that row."
-            )
-            raise CorruptStoreError(msg) from exc
+        return parse_stored(
+            data, what, parse, where=f"The store at {self.name}", kind="database"
+        )
 
     def close(self) -> None:
         """Close the pool. Safe to call twice."""
@@ -379,10 +378,6 @@ class PostgresStore:
             ef_search: HNSW search breadth for searches that use the index;
                 more is slower and closer to exact.
         """
-        from langchain_persistent_memory.vectorstores import (  # noqa: PLC0415
-            _embedding_identity,
-        )
-
         if distance != "cosine":
             msg = f"A PostgreSQL store ranks by cosine similarity, not {distance!r}."
             raise ValueError(msg)
@@ -598,10 +593,6 @@ class PostgresStore:
     def _check_vectors(
         self, vectors: Sequence[Sequence[float]], count: int, source: str
     ) -> npt.NDArray[np.float32]:
-        from langchain_persistent_memory.vectorstores import (  # noqa: PLC0415
-            checked_vectors,
-        )
-
         where = f"{type(self._embedding).__name__}.{source}"
         array = checked_vectors(vectors, count, where, nonzero=True)
         self._check_dimension(array.shape[1])
@@ -706,29 +697,17 @@ class PostgresStore:
     def _dump(
         con: Connection, *, after: str | None, ids: Sequence[str] | None, limit: int
     ) -> list[tuple[int, str, str, str, npt.NDArray[np.float32]]]:
-        """`(label, id, text, metadata JSON, vector)` rows in id order.
-
-        Those with ids after `after` (all if None), or those with `ids`.
-        """
-        where: str = ""
-        params: list[Any] = []
-        if ids is not None:
-            where, params = "WHERE id = ANY(?)", [list(ids)]
-        elif after is not None:
-            where, params = "WHERE id > ?", [after]
-        rows = con.execute(
-            "SELECT label, id, text, metadata, embedding::real[] FROM documents"  # noqa: S608
-            f" {where} ORDER BY id LIMIT ?",
-            (*params, limit),
-        ).fetchall()
-        return [
-            (label, doc_id, text, meta, np.asarray(vector, dtype=np.float32))
-            for label, doc_id, text, meta, vector in rows
-        ]
+        """`(label, id, text, metadata JSON, vector)` rows in id order."""
+        return dump_rows(
+            con,
+            "embedding::real[]",
+            lambda values: np.asarray(values, dtype=np.float32),
+            after=after,
+            ids=ids,
+            limit=limit,
+        )
 
     def _meta(self, doc_id: str, data: str) -> dict[str, Any]:
-        from langchain_persistent_memory.vectorstores import _as_dict  # noqa: PLC0415
-
         return self._db.parse(data, f"the metadata of {doc_id!r}", _as_dict)
 
 

@@ -910,25 +910,15 @@ class PersistentFAISS(VectorStore):
     def _dump(
         con: Connection, *, after: str | None, ids: Sequence[str] | None, limit: int
     ) -> list[tuple[int, str, str, str, npt.NDArray[np.float32]]]:
-        """`(label, id, text, metadata JSON, vector)` rows in id order.
-
-        Those with ids after `after` (all if None), or those with `ids`.
-        """
-        where: str = ""
-        params: list[Any] = []
-        if ids is not None:
-            where, params = f"WHERE id IN ({_marks(ids)})", list(ids)
-        elif after is not None:
-            where, params = "WHERE id > ?", [after]
-        rows = con.execute(
-            "SELECT label, id, text, metadata, embedding FROM documents"  # noqa: S608
-            f" {where} ORDER BY id LIMIT ?",
-            (*params, limit),
-        ).fetchall()
-        return [
-            (label, doc_id, text, meta, np.frombuffer(blob, dtype=np.float32))
-            for label, doc_id, text, meta, blob in rows
-        ]
+        """`(label, id, text, metadata JSON, vector)` rows in id order."""
+        return dump_rows(
+            con,
+            "embedding",
+            lambda blob: np.frombuffer(blob, dtype=np.float32),
+            after=after,
+            ids=ids,
+            limit=limit,
+        )
 
     def _meta(self, doc_id: str, data: str) -> dict[str, Any]:
         return self._db.parse(data, f"the metadata of {doc_id!r}", _as_dict)
@@ -1314,6 +1304,37 @@ def _prepare_batch(
         msg = f"ids must be unique within one call; repeated: {repeated[:5]}."
         raise ValueError(msg)
     return _Batch(checked, [dict(m) for m in metadatas], metadata_json, final)
+
+
+def dump_rows(
+    con: Connection,
+    column: str,
+    decode: Callable[[Any], npt.NDArray[np.float32]],
+    *,
+    after: str | None,
+    ids: Sequence[str] | None,
+    limit: int,
+) -> list[tuple[int, str, str, str, npt.NDArray[np.float32]]]:
+    """`(label, id, text, metadata JSON, vector)` rows of `documents` in id order.
+
+    Those with `ids`, else those with ids after `after` (all if None).
+    `column` selects the vector, `decode` makes it a float32 array.
+    """
+    where: str = ""
+    params: list[Any] = []
+    if ids is not None:
+        where, params = f"WHERE id IN ({_marks(ids)})", list(ids)
+    elif after is not None:
+        where, params = "WHERE id > ?", [after]
+    rows = con.execute(
+        f"SELECT label, id, text, metadata, {column} FROM documents"  # noqa: S608
+        f" {where} ORDER BY id LIMIT ?",
+        (*params, limit),
+    ).fetchall()
+    return [
+        (label, doc_id, text, meta, decode(vector))
+        for label, doc_id, text, meta, vector in rows
+    ]
 
 
 def checked_vectors(
