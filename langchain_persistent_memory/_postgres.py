@@ -28,9 +28,11 @@ import functools
 import logging
 import os
 import re
+import struct
 import threading
 import urllib.parse
 import uuid
+import weakref
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -229,6 +231,8 @@ class PostgresDatabase:
         self._lock = threading.Lock()
         self._pid = os.getpid()
         self._closed = False
+        self._dumper: type | None = None
+        self._adapted: weakref.WeakSet[Any] = weakref.WeakSet()
         self._pool = self._open_pool()
 
     def _open_pool(self) -> Any:
@@ -288,6 +292,9 @@ class PostgresDatabase:
                 raw.transaction(),
                 raw.pipeline() if write else contextlib.nullcontext() as pipeline,
             ):
+                if self._dumper is not None and raw not in self._adapted:
+                    raw.adapters.register_dumper(_Vector, self._dumper)
+                    self._adapted.add(raw)
                 con = _Connection(raw, pipeline)
                 if write:
                     timeout = int(self.busy_timeout * 1000)
@@ -312,6 +319,17 @@ class PostgresDatabase:
         except self._psycopg.OperationalError as exc:
             msg = f"PostgreSQL at {self.name} failed: {exc}"
             raise PersistentMemoryError(msg) from exc
+
+    def adapt_vectors(self) -> None:
+        """Send `_Vector` parameters in binary (once the extension exists)."""
+        from psycopg.types import TypeInfo  # noqa: PLC0415 - optional extra
+
+        with self._current_pool().connection() as raw:
+            info = TypeInfo.fetch(raw, "vector")
+        if info is None:
+            msg = f"{self.name} has no vector type: CREATE EXTENSION vector there."
+            raise PersistentMemoryError(msg)
+        self._dumper = _vector_dumper(info.oid)
 
     def write(self) -> contextlib.AbstractContextManager[_Connection]:
         """One write transaction holding the store's lock; commit or roll back."""
@@ -464,6 +482,7 @@ class PostgresStore:
             raise EmbeddingMismatchError(msg)
         if "dimension" in settings:
             self._dim = int(settings["dimension"])
+        self._db.adapt_vectors()
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -503,7 +522,7 @@ class PostgresStore:
                 " VALUES (?, ?, ?, ?::vector) ON CONFLICT (id) DO UPDATE SET"
                 " text = excluded.text, metadata = excluded.metadata,"
                 " embedding = excluded.embedding RETURNING label",
-                (doc_id, text, meta_json, _vector_text(vector)),
+                (doc_id, text, meta_json, _Vector(vector)),
             ).fetchone()[0]
             con.execute("DELETE FROM metadata_index WHERE label = ?", (label,))
             con.executemany(
@@ -621,7 +640,7 @@ class PostgresStore:
     ) -> tuple[list[tuple[int, float]], None]:
         """`[(label, cosine similarity)]` of the best `k` rows matching `filter`."""
         query = self._check_vectors([embedding], 1, "embed_query")[0]
-        text = _vector_text(query)
+        text = _Vector(query)
         with self._db.read() as con:
             if self._dim is None:
                 row = con.execute(
@@ -656,7 +675,7 @@ class PostgresStore:
 
     @staticmethod
     def _exact(
-        con: _Connection, text: str, k: int, candidates: list[int]
+        con: _Connection, text: _Vector, k: int, candidates: list[int]
     ) -> list[tuple[int, float]]:
         """Score every candidate (the CTE keeps the planner off the index)."""
         rows = con.execute(
@@ -799,6 +818,30 @@ def recorded_model(url: str) -> str | None:
     return str(row[0]) if row else None
 
 
-def _vector_text(vector: npt.NDArray[np.float32]) -> str:
-    """The text form pgvector reads: `[1.0,2.0,...]`."""
-    return "[" + ",".join(map(repr, vector.tolist())) + "]"
+class _Vector:
+    """A vector parameter, sent in pgvector's binary form (see `_vector_dumper`)."""
+
+    __slots__ = ("array",)
+
+    def __init__(self, array: npt.NDArray[np.float32]) -> None:
+        self.array = array
+
+
+def _vector_dumper(oid: int) -> type:
+    """A psycopg dumper of `_Vector` for the `vector` type with this OID.
+
+    pgvector's binary input is the dimension and a zero (two big-endian
+    int16), then the values as big-endian float4: no text to format or parse.
+    """
+    from psycopg.adapt import Dumper  # noqa: PLC0415 - optional extra
+    from psycopg.pq import Format  # noqa: PLC0415 - optional extra
+
+    class VectorDumper(Dumper):
+        format = Format.BINARY
+
+        def dump(self, obj: Any) -> bytes:
+            values = np.asarray(obj.array, dtype=">f4")
+            return struct.pack(">HH", values.shape[0], 0) + values.tobytes()
+
+    VectorDumper.oid = oid
+    return VectorDumper
