@@ -672,10 +672,11 @@ class PersistentMemory:
         """
         plans: builtins.list[tuple[str, str] | None] = []
         accepted: dict[tuple[str, str], builtins.list[tuple[str, np.ndarray]]] = {}
-        with self._db.read():  # one snapshot (and round trip) for the batch
-            for item, vector in zip(items, vectors, strict=True):
+        digests = [_content_hash(item.text) for item in items]
+        with self._db.read() as con:  # one snapshot for the batch
+            exact = self._exact_twins(con, digests)
+            for item, vector, digest in zip(items, vectors, digests, strict=True):
                 key = (item.scope["user_id"], item.attrs["kind"])
-                digest = _content_hash(item.text)
                 unit = vector / np.linalg.norm(vector)
                 if any(
                     h == digest
@@ -684,25 +685,38 @@ class PersistentMemory:
                 ):
                     plans.append(("", "duplicate within the same call"))
                     continue
-                twin = self._twin(key[0], key[1], digest, vector)
+                same = exact.get((*key, digest))
+                twin = (same, "duplicate") if same else self._twin(key, vector)
                 plans.append(twin)
                 if twin is None:
                     accepted.setdefault(key, []).append((digest, unit))
         return plans
 
-    def _twin(
-        self, user_id: str, kind: str, digest: str, vector: np.ndarray
-    ) -> tuple[str, str] | None:
-        live = {"user_id": user_id, "kind": kind}
-        with self._db.read() as con:
-            # The hash drives the lookup (one index probe); the user and kind
-            # are checked per candidate. Driving by user would scan all of
-            # the user's memories for every text added.
-            same = self._labels(con, {"content_hash": digest, **live})
-            if same:
-                return self._rows(same[:1])[0].id or "", "duplicate"
+    def _exact_twins(
+        self, con: Connection, digests: Sequence[str]
+    ) -> dict[tuple[Any, ...], str]:
+        """`(user, kind, content hash) -> id` of live memories with these hashes.
+
+        The hashes drive the lookup (one query for the batch); driving by
+        user would read all of the user's memories for every text added.
+        """
+        labels = [
+            label
+            for part in _chunks([*dict.fromkeys(digests)])
+            for label in self._labels(con, {"content_hash": {"$in": part}})
+        ]
+        found: dict[tuple[Any, ...], str] = {}
+        for doc in self._rows(sorted(labels)):
+            meta = doc.metadata
+            twin = (meta.get("user_id"), meta.get("kind"), meta.get("content_hash"))
+            found.setdefault(twin, doc.id or "")
+        return found
+
+    def _twin(self, key: tuple[str, str], vector: np.ndarray) -> tuple[str, str] | None:
+        """A near duplicate of the user's memories of this kind, if any."""
         if self._dedup is None:
             return None
+        live = {"user_id": key[0], "kind": key[1]}
         hits, _ = self._store._search(vector.tolist(), 1, live)  # noqa: SLF001
         if hits and hits[0][1] >= self._dedup:
             documents = self._store._documents([hits[0][0]])  # noqa: SLF001
