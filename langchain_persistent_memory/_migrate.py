@@ -209,8 +209,13 @@ def _write(
     vectors = np.stack([row[4] for row in rows])
     with target._db.write() as con:  # noqa: SLF001
         labels = target._store._write_rows(con, batch, vectors)  # noqa: SLF001
-        for label, row, meta in zip(labels, rows, metas, strict=True):
-            target._text.put(con, label, row[2], contexts.get(row[0]), meta["user_id"])  # noqa: SLF001
+        target._text.put(  # noqa: SLF001
+            con,
+            [
+                (label, row[2], contexts.get(row[0]), meta["user_id"])
+                for label, row, meta in zip(labels, rows, metas, strict=True)
+            ],
+        )
     target._store._checkpointer.note(len(rows))  # noqa: SLF001
 
 

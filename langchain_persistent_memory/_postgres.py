@@ -189,9 +189,11 @@ class _Connection:
         cursor.execute(_translate(sql), params)
         return cursor if self._pipeline is None else _Cursor(cursor, self._pipeline)
 
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> Any:
+    def executemany(
+        self, sql: str, rows: Iterable[Sequence[Any]], *, returning: bool = False
+    ) -> Any:
         cursor = self.raw.cursor()
-        cursor.executemany(_translate(sql), list(rows))
+        cursor.executemany(_translate(sql), list(rows), returning=returning)
         return cursor
 
 
@@ -507,30 +509,37 @@ class PostgresStore:
         self, con: Connection, batch: _Batch, array: npt.NDArray[np.float32]
     ) -> list[int]:
         """Upsert rows inside the caller's write transaction; return their labels."""
+        if not batch.ids:
+            return []
         self._ensure_dimension(con, array.shape[1])
-        labels: list[int] = []
-        for doc_id, text, meta, meta_json, vector in zip(
-            batch.ids,
-            batch.texts,
-            batch.metadatas,
-            batch.metadata_json,
-            array,
-            strict=True,
-        ):
-            label = con.execute(
-                "INSERT INTO documents (id, text, metadata, embedding)"
-                " VALUES (?, ?, ?, ?::vector) ON CONFLICT (id) DO UPDATE SET"
-                " text = excluded.text, metadata = excluded.metadata,"
-                " embedding = excluded.embedding RETURNING label",
-                (doc_id, text, meta_json, _Vector(vector)),
-            ).fetchone()[0]
-            con.execute("DELETE FROM metadata_index WHERE label = ?", (label,))
-            con.executemany(
-                "INSERT INTO metadata_index (key, type, value, label)"
-                " VALUES (?, ?, ?, ?)",
-                self._index_rows(label, meta),
-            )
-            labels.append(label)
+        if not isinstance(con, _Connection):
+            msg = "A PostgreSQL store writes through its own connections."
+            raise TypeError(msg)
+        cursor = con.executemany(
+            "INSERT INTO documents (id, text, metadata, embedding)"
+            " VALUES (?, ?, ?, ?::vector) ON CONFLICT (id) DO UPDATE SET"
+            " text = excluded.text, metadata = excluded.metadata,"
+            " embedding = excluded.embedding RETURNING label",
+            [
+                (doc_id, text, meta_json, _Vector(vector))
+                for doc_id, text, meta_json, vector in zip(
+                    batch.ids, batch.texts, batch.metadata_json, array, strict=True
+                )
+            ],
+            returning=True,
+        )
+        labels = [cursor.fetchone()[0]]
+        while cursor.nextset():
+            labels.append(cursor.fetchone()[0])
+        con.execute("DELETE FROM metadata_index WHERE label = ANY(?)", (labels,))
+        con.executemany(
+            "INSERT INTO metadata_index (key, type, value, label) VALUES (?, ?, ?, ?)",
+            [
+                row
+                for label, meta in zip(labels, batch.metadatas, strict=True)
+                for row in self._index_rows(label, meta)
+            ],
+        )
         return labels
 
     def _ensure_dimension(self, con: Connection, dim: int) -> None:
@@ -736,14 +745,20 @@ class PostgresText:
     schema: tuple[str, ...] = ()  # created with the store's own tables
 
     @staticmethod
-    def put(con: Any, label: int, text: str, context: str | None, user_id: str) -> None:
-        """Index a memory's text (and keyword-only context) for keyword search."""
-        con.execute(
+    def put(con: Any, rows: Sequence[tuple[int, str, str | None, str]]) -> None:
+        """Index `(label, text, context, user_id)` rows for keyword search.
+
+        The context is found by keyword search but never returned.
+        """
+        con.executemany(
             "INSERT INTO memory_text (label, user_id, context, terms)"
             " VALUES (?, ?, ?, to_tsvector('english', ?)) ON CONFLICT (label)"
             " DO UPDATE SET user_id = excluded.user_id,"
             " context = excluded.context, terms = excluded.terms",
-            (label, user_id, context or "", f"{text}\n{context or ''}"),
+            [
+                (label, user_id, context or "", f"{text}\n{context or ''}")
+                for label, text, context, user_id in rows
+            ],
         )
 
     @staticmethod

@@ -78,6 +78,10 @@ RESERVED_KEYS = frozenset(
 _DEDUP_DEFAULT = 0.95  # cosine at which two memories count as one
 _RRF_K = 60  # reciprocal rank fusion constant (Cormack et al., 2009)
 _MAX_ID = 256
+_AUDIT = (
+    "INSERT INTO memory_audit (memory_id, user_id, op, text, metadata, at)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
 _POSTGRES_OPTIONS = frozenset(
     {"embedding_model", "pool_size", "busy_timeout", "ef_search", "distance"}
 )
@@ -174,12 +178,18 @@ class _SQLiteText:
     schema = _SQLITE_SCHEMA
 
     @staticmethod
-    def put(con: Any, label: int, text: str, context: str | None, user_id: str) -> None:
-        """Index a memory's text (and keyword-only context) for keyword search."""
-        con.execute("DELETE FROM memory_fts WHERE rowid = ?", (label,))
-        con.execute(
+    def put(con: Any, rows: Sequence[tuple[int, str, str | None, str]]) -> None:
+        """Index `(label, text, context, user_id)` rows for keyword search.
+
+        The context is found by keyword search but never returned.
+        """
+        _SQLiteText.drop(con, [row[0] for row in rows])
+        con.executemany(
             "INSERT INTO memory_fts (rowid, text, context, scope) VALUES (?, ?, ?, ?)",
-            (label, text, context or "", _scope_token(user_id)),
+            [
+                (label, text, context or "", _scope_token(user_id))
+                for label, text, context, user_id in rows
+            ],
         )
 
     @staticmethod
@@ -572,12 +582,16 @@ class PersistentMemory:
         with self._db.write() as con:
             if also is not None:
                 also(con)
+            # New memories are written together; pending ones are written
+            # before a supersede, so every step sees the ones before it.
+            pending: builtins.list[_Put] = []
             for item, vector, twin in zip(keep, vectors, plans, strict=True):
                 if twin is not None and self._refresh(con, twin[0], now, item):
                     note = f"{twin[1]} of {twin[0]} (refreshed)" if twin[0] else twin[1]
                     result.skipped.append((item.text, note))
                     for old_id in item.supersedes if twin[0] else ():
                         if old_id != twin[0]:
+                            self._put(con, pending, op="add")
                             changed += self._supersede(con, old_id, twin[0], item.scope)
                     continue
                 memory_id = uuid.uuid4().hex
@@ -589,19 +603,14 @@ class PersistentMemory:
                     "updated_at": when,
                     "content_hash": _content_hash(item.text),
                 }
-                self._put(
-                    con,
-                    memory_id,
-                    item.text,
-                    meta,
-                    vector=vector,
-                    op="add",
-                    context=item.context,
-                )
+                pending.append(_Put(memory_id, item.text, meta, vector, item.context))
                 result.ids.append(memory_id)
                 changed += 1
+                if item.supersedes:
+                    self._put(con, pending, op="add")
                 for old_id in item.supersedes:
                     changed += self._supersede(con, old_id, memory_id, item.scope)
+            self._put(con, pending, op="add")
         if changed:
             self._store._checkpointer.note(changed)  # noqa: SLF001
         return result
@@ -724,22 +733,44 @@ class PersistentMemory:
                 return documents[hits[0][0]].id or "", "near-duplicate"
         return None
 
-    def _put(
-        self,
-        con: Connection,
-        memory_id: str,
-        text: str,
-        meta: dict[str, Any],
-        *,
-        vector: np.ndarray,
-        op: str,
-        context: str | None,
-    ) -> int:
-        batch = _Batch([text], [meta], [_metadata_json(meta, 0)], [memory_id])
-        label = self._store._write_rows(con, batch, vector.reshape(1, -1))[0]  # noqa: SLF001
-        self._text.put(con, label, text, context, meta["user_id"])
-        self._audit(con, memory_id, meta["user_id"], op, text=text, meta=meta)
-        return label
+    def _put(self, con: Connection, puts: builtins.list[_Put], *, op: str) -> None:
+        """Write memories (new or replacing the same ids), then empty `puts`.
+
+        Documents, keyword text and audit rows each go in one batch.
+        """
+        if not puts:
+            return
+        batch = _Batch(
+            [put.text for put in puts],
+            [put.meta for put in puts],
+            [_metadata_json(put.meta, 0) for put in puts],
+            [put.memory_id for put in puts],
+        )
+        vectors = np.stack([put.vector for put in puts])
+        labels = self._store._write_rows(con, batch, vectors)  # noqa: SLF001
+        self._text.put(
+            con,
+            [
+                (label, put.text, put.context, put.meta["user_id"])
+                for label, put in zip(labels, puts, strict=True)
+            ],
+        )
+        at = time.time()
+        con.executemany(
+            _AUDIT,
+            [
+                (
+                    put.memory_id,
+                    put.meta["user_id"],
+                    op,
+                    put.text,
+                    json.dumps(put.meta, ensure_ascii=False),
+                    at,
+                )
+                for put in puts
+            ],
+        )
+        puts.clear()
 
     def _refresh(
         self, con: Connection, memory_id: str, now: float, item: _Item
@@ -785,8 +816,7 @@ class PersistentMemory:
         meta: Mapping[str, Any] | None = None,
     ) -> None:
         con.execute(
-            "INSERT INTO memory_audit (memory_id, user_id, op, text, metadata, at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            _AUDIT,
             (
                 memory_id,
                 user_id,
@@ -836,15 +866,8 @@ class PersistentMemory:
             meta["updated_at"] = time.time()
             meta["content_hash"] = _content_hash(texts[0])
             kept = self._text.contexts(con, label)
-            self._put(
-                con,
-                memory_id,
-                texts[0],
-                meta,
-                vector=vector,
-                op="update",
-                context=kept.get(label[0]),
-            )
+            put = _Put(memory_id, texts[0], meta, vector, kept.get(label[0]))
+            self._put(con, [put], op="update")
         self._store._checkpointer.note(1)  # noqa: SLF001
         return Document(id=memory_id, page_content=texts[0], metadata=meta)
 
@@ -1032,18 +1055,13 @@ class PersistentMemory:
         vectors = self._embed(texts) if texts else np.empty((0, 0), dtype=np.float32)
         with self._db.write() as con:
             self._check_import_owners(con, records)  # again: others may write
-            for (memory_id, text, context, meta), vector in zip(
-                records, vectors, strict=True
-            ):
-                self._put(
-                    con,
-                    memory_id,
-                    text,
-                    meta,
-                    vector=vector,
-                    op="import",
-                    context=context,
+            puts = [
+                _Put(memory_id, text, meta, vector, context)
+                for (memory_id, text, context, meta), vector in zip(
+                    records, vectors, strict=True
                 )
+            ]
+            self._put(con, puts, op="import")
         if records:
             self._store._checkpointer.note(len(records))  # noqa: SLF001
         return len(records)
@@ -1884,6 +1902,17 @@ def _contents(content: object) -> tuple[list[str], list[dict[str, Any]]]:
             texts.append(storable(text, f"content[{position}]"))
             extra.append({"role": message.type})
     return texts, extra
+
+
+@dataclass
+class _Put:
+    """A memory to write: its id, text, metadata, vector and keyword context."""
+
+    memory_id: str
+    text: str
+    meta: dict[str, Any]
+    vector: np.ndarray
+    context: str | None
 
 
 @dataclass
