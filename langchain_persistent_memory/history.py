@@ -76,8 +76,9 @@ class PersistentChatMessageHistory(BaseChatMessageHistory):
     """The chat log of one session of one user, in a `PersistentMemory` store.
 
     Args:
-        memory: A `PersistentMemory`, or the directory of one (opened with
-            `embedding` and `memory_options`, and closed by `close()`).
+        memory: A `PersistentMemory`, or the directory or `postgresql://` URL
+            of one (opened with `embedding` and `memory_options`, and closed
+            by `close()`).
         session_id: The conversation (any non-empty string).
         user_id: Who owns it. Two users' sessions never mix, even when
             their session ids are the same.
@@ -137,7 +138,8 @@ class PersistentChatMessageHistory(BaseChatMessageHistory):
             self._owned = True
         else:
             msg = (
-                "memory must be a PersistentMemory or a store directory, "
+                "memory must be a PersistentMemory, a store directory or a "
+                "postgresql:// URL, "
                 f"got {type(memory).__name__}."
             )
             raise TypeError(msg)
