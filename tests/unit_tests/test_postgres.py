@@ -9,6 +9,10 @@ HNSW path, filter parity with SQLite, bad URLs and foreign databases.
 from __future__ import annotations
 
 import random
+import signal
+import subprocess
+import sys
+import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -318,3 +322,57 @@ def test_a_writer_waiting_too_long_is_told_and_writes_nothing(
             assert [d.page_content for d in memory.list(user_id="u")] == ["I like tea"]
         memory.add("I like coffee", user_id="u")  # the lock is free again
         assert len(memory.list(user_id="u")) == 2
+
+
+KILLED_WRITER = """
+    import sys
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+    from langchain_persistent_memory import PersistentMemory
+    memory = PersistentMemory(
+        sys.argv[1], DeterministicFakeEmbedding(size=16), dedup_threshold=None
+    )
+    for batch in range(10_000):
+        result = memory.add_many(
+            {"content": f"batch {batch} item {i} about boats", "user_id": f"u{i % 3}"}
+            for i in range(50)
+        )
+        print("ACK", *result.ids, flush=True)
+"""
+
+
+def test_a_writer_killed_mid_batch_leaves_whole_batches(postgres_url: str) -> None:
+    PersistentMemory(postgres_url, DeterministicFakeEmbedding(size=16)).close()
+    process = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(KILLED_WRITER), postgres_url],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    acknowledged: set[str] = set()
+    for line in process.stdout:
+        acknowledged.update(line.split()[1:])
+        if len(acknowledged) >= 400:
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait()
+    acknowledged.update(word for line in process.stdout for word in line.split()[1:])
+    with (
+        PersistentMemory(postgres_url, DeterministicFakeEmbedding(size=16)) as memory,
+        memory._db.read() as con,
+    ):
+        ids = {row[0] for row in con.execute("SELECT id FROM documents")}
+        assert acknowledged <= ids
+        assert len(ids) % 50 == 0  # a batch is all there or not at all
+        orphans = con.execute(
+            "SELECT count(*) FROM documents AS d WHERE NOT EXISTS"
+            " (SELECT 1 FROM memory_text AS t WHERE t.label = d.label)"
+            " OR NOT EXISTS (SELECT 1 FROM metadata_index AS m"
+            " WHERE m.label = d.label AND m.key = 'user_id')"
+        ).fetchone()[0]
+        assert orphans == 0
+        added = con.execute(
+            "SELECT count(*) FROM memory_audit WHERE op = 'add'"
+        ).fetchone()[0]
+        assert added == len(ids)
+        texts = con.execute("SELECT count(*) FROM memory_text").fetchone()[0]
+        assert texts == len(ids)
