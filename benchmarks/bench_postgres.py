@@ -165,7 +165,7 @@ class Data:
             return out
 
         self.vectors = draw(self.total)
-        self.n_queries = args.recall_queries + 1 + args.warmup + args.queries + 200
+        self.n_queries = args.recall_queries + 1 + args.warmup + args.queries + 20 + args.big_queries
         self.queries = draw(self.n_queries)
         self.words = rng.integers(VOCABULARY, size=(self.total, WORDS_PER_TEXT))
         self.query_words = rng.integers(
@@ -329,7 +329,7 @@ def worker(spec_path: str, out_path: str) -> None:
         out[name + "p50_ms"] = percentile(times, 50) * 1000
         out[name + "p99_ms"] = percentile(times, 99) * 1000
         out[name + "mean_ms"] = statistics.fmean(times) * 1000
-        if spec.get("big"):
+        if spec.get("big") and not reinforcement:  # the big user: default only
             big = [["big", text] for _, text in spec["big"]]
             timed(big[:20])  # warm-up
             times = timed(big[20:])
@@ -391,7 +391,7 @@ def search_spec(location: str, data: Data, work: Path, users: int, args: argpars
         "warmup": args.warmup,
     }
     if big:
-        spec["big"] = data.search_plan(1, 200, first + 1 + args.warmup + args.queries)
+        spec["big"] = data.search_plan(1, 20 + args.big_queries, first + 1 + args.warmup + args.queries)
     return spec
 
 
@@ -435,7 +435,8 @@ def recall_postgres(memory: PersistentMemory, server: Any, data: Data, args: arg
                     store._search(q.tolist(), 10, flt)  # noqa: SLF001
                 fallbacks["n"] = 0
                 recalls, times, short = [], [], 0
-                for q, want in zip(queries, expected, strict=True):
+                count = len(queries) if flt is None else min(len(queries), args.big_queries)
+                for q, want in zip(queries[:count], expected[:count], strict=True):
                     began = time.perf_counter()
                     hits, _ = store._search(q.tolist(), 10, flt)  # noqa: SLF001
                     times.append(time.perf_counter() - began)
@@ -445,10 +446,12 @@ def recall_postgres(memory: PersistentMemory, server: Any, data: Data, args: arg
                 entry[name] = {
                     "recall_mean": statistics.fmean(recalls),
                     "recall_min": min(recalls),
+                    "recall_zero": sum(r == 0 for r in recalls),
                     "p50_ms": percentile(times, 50) * 1000,
                     "p99_ms": percentile(times, 99) * 1000,
                     "short_results": short,
                     "exact_fallbacks": fallbacks["n"],
+                    "queries": count,
                 }
                 log(f"recall ef={ef} {name}: {entry[name]}")
             result["by_ef"][str(ef)] = entry
@@ -724,12 +727,13 @@ def report(results: dict[str, Any]) -> str:
                 f"{ratio(pv[0], ev[0]):>10} {ratio(pv[1], ev[1]):>10}")
             label = ""
         if (p and "big_p50_ms" in p) or (e and "big_p50_ms" in e):
-            for name, prefix in (("big user", ""), ("big r-o", "readonly_")):
+            for name, prefix in (("big user", ""),):
                 pv = [p and p.get(prefix + "big_p50_ms"), p and p.get(prefix + "big_p99_ms")]
                 ev = [e and e.get(prefix + "big_p50_ms"), e and e.get(prefix + "big_p99_ms")]
                 add(f"{'':>10} {name:9} {fmt(pv[0]):>8} {fmt(pv[1]):>8} {fmt(ev[0]):>8} {fmt(ev[1]):>8} "
                     f"{ratio(pv[0], ev[0]):>10} {ratio(pv[1], ev[1]):>10}")
-    add("   default: records use (one fsynced write per search); read-only: reinforcement=0.")
+    add("   default: records use (one fsynced write per search); read-only: reinforcement=0."
+        f" Big user: {cfg.get('big_queries')} queries after 20 warm-up, default only.")
     add("   * after the big user's rows (and on pg after the HNSW build); pg per-user search is exact"
         f" (<= {20_000:,} candidates) at every size.")
     add("")
@@ -751,16 +755,18 @@ def report(results: dict[str, Any]) -> str:
         add("")
         add(f"-- pg HNSW recall@10 vs exact (numpy), {r['queries']} queries, "
             "memory._store._search(q, 10, filter)")
-        add(f"{'ef_search':>9} {'recall':>7} {'min':>5} {'p50 ms':>7} {'p99 ms':>7}   "
+        add(f"{'ef_search':>9} {'recall':>7} {'min':>5} {'=0':>4} {'p50 ms':>7} {'p99 ms':>7}   "
             f"{'big-user recall':>15} {'min':>5} {'p50 ms':>7} {'p99 ms':>7} {'fallbacks':>9}")
         for ef, entry in r["by_ef"].items():
             a, b = entry["all"], entry.get("big")
-            text = (f"{ef:>9} {a['recall_mean']:>7.3f} {a['recall_min']:>5.1f} "
+            text = (f"{ef:>9} {a['recall_mean']:>7.3f} {a['recall_min']:>5.1f} {a['recall_zero']:>4} "
                     f"{a['p50_ms']:>7.2f} {a['p99_ms']:>7.2f}   ")
             if b:
                 text += (f"{b['recall_mean']:>15.3f} {b['recall_min']:>5.1f} {b['p50_ms']:>7.2f} "
                          f"{b['p99_ms']:>7.2f} {b['exact_fallbacks']:>9}")
             add(text)
+        add("   =0: queries whose top 10 held none of the exact top 10 (search stuck in another cluster)."
+            f" Big user: the first {cfg.get('big_queries')} queries.")
         add("   embedded: exact by construction (FAISS flat over the user's rows): recall 1.0"
             + (f"; checked on 20 queries: {em['exact_check']}" if em.get("exact_check") else ""))
     if pg.get("sizes_mib"):
@@ -791,6 +797,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1_000)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--recall-queries", type=int, default=200)
+    parser.add_argument("--big-queries", type=int, default=100, help="searches of the big user (timed, and for its recall)")
     parser.add_argument("--repeat", type=int, default=3, help="fresh processes per search point")
     parser.add_argument("--shared-buffers", default="2GB")
     parser.add_argument("--build-memory", default="4GB", help="maintenance_work_mem for the HNSW build")
@@ -818,7 +825,7 @@ def main() -> None:
         "big_rows": args.big_rows, "extra_rows": args.extra_rows, "dim": args.dim,
         "clusters": args.clusters, "intrinsic": args.intrinsic, "sizes": data.sizes,
         "queries": args.queries, "warmup": args.warmup, "repeat": args.repeat,
-        "recall_queries": args.recall_queries, "hnsw_insert_rows": args.hnsw_insert_rows,
+        "recall_queries": args.recall_queries, "big_queries": args.big_queries, "hnsw_insert_rows": args.hnsw_insert_rows,
         "cpus": os.cpu_count(), "python": platform.python_version(),
         "load_start": os.getloadavg()[0], "seed": args.seed,
     }

@@ -299,7 +299,8 @@ class PostgresDatabase:
                     self._adapted.add(raw)
                 con = _Connection(raw, pipeline)
                 if write:
-                    timeout = int(self.busy_timeout * 1000)
+                    # In ms; PostgreSQL reads 0 as "wait forever".
+                    timeout = max(1, int(self.busy_timeout * 1000))
                     con.execute(f"SET LOCAL lock_timeout = {timeout}")
                     con.execute("SELECT pg_advisory_xact_lock(?)", (_WRITE_LOCK,))
                 else:
