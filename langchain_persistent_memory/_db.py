@@ -238,11 +238,13 @@ class Database:
         return exc
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
+    def write(self, *, lock: bool = True) -> Iterator[sqlite3.Connection]:
         """One write transaction: lock up front, commit, roll back on any error.
 
-        Nested use becomes a savepoint of the outer transaction.
+        Nested use becomes a savepoint of the outer transaction. `lock` is
+        for PostgreSQL's sake: SQLite always has one writer at a time.
         """
+        del lock
         con = self.connection()
         if con.in_transaction:
             con.execute("SAVEPOINT nested")

@@ -24,13 +24,15 @@ than `k` matches: a filtered search returns `min(k, matches)` results.
 from __future__ import annotations
 
 import contextlib
+import decimal
 import functools
+import json
 import logging
+import math
 import os
 import re
 import struct
 import threading
-import urllib.parse
 import uuid
 import weakref
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -65,12 +67,17 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _INSTALL = 'pip install "langchain-persistent-memory[postgres]"'
-# The key of the advisory lock every write transaction holds ("lpm" + 1).
+# The advisory lock every write transaction holds: "lpm" + 1, and the schema.
 _WRITE_LOCK = 0x6C706D01
+_LOCK_SQL = "SELECT pg_advisory_xact_lock(?::integer, hashtext(current_schema()))"
 # Above this many candidates a filtered search goes through the HNSW index.
 _EXACT_LIMIT = 20_000
 # pgvector's HNSW indexes `vector` columns of at most this many dimensions.
 _HNSW_MAX_DIM = 2000
+_PGVECTOR = (0, 8)  # hnsw.iterative_scan
+# Keyword search reads this much of a memory's text and context: a tsvector
+# holds at most 1 MB.
+_KEYWORD_CHARS = 200_000
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS settings (key text PRIMARY KEY, value text NOT NULL)",
@@ -138,6 +145,20 @@ _MEMORY_SCHEMA = (
 )
 
 
+_ALL_TABLES = frozenset(
+    {
+        "settings",
+        "documents",
+        "metadata_index",
+        "memory_text",
+        "memory_audit",
+        "memory_use",
+        "embedding_cache",
+        "chat_messages",
+    }
+)
+
+
 def is_postgres_url(location: object) -> bool:
     """Whether `location` names a PostgreSQL database rather than a directory."""
     return isinstance(location, str) and location.startswith(
@@ -146,15 +167,32 @@ def is_postgres_url(location: object) -> bool:
 
 
 def redacted(url: str) -> str:
-    """`url` without its password, for messages and logs."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host += f":{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urllib.parse.urlunsplit(parts._replace(netloc=user + host))
+    """`url` without its password (in the user part or the query), for messages."""
+    try:
+        from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415 - optional
+
+        parts = conninfo_to_dict(url)
+    except Exception:  # noqa: BLE001 - not parseable: show nothing of it
+        return "postgresql://(a URL that cannot be parsed)"
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    host = str(parts.get("host") or "")
+    port = f":{parts['port']}" if parts.get("port") else ""
+    return f"postgresql://{user}{host}{port}/{parts.get('dbname') or ''}"
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _no_nul(value: str, what: str) -> str:
+    """`value`, or a clear error: PostgreSQL text cannot hold NUL characters."""
+    if "\x00" in value:
+        msg = (
+            f"{what} contains a NUL character (\\x00), which PostgreSQL cannot "
+            "store in text (a directory store can). Remove it; nothing was written."
+        )
+        raise ValueError(msg)
+    return value
 
 
 def _psycopg() -> Any:
@@ -231,6 +269,7 @@ class PostgresDatabase:
         self._pool_size = pool_size
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._writers = threading.Lock()
         self._pid = os.getpid()
         self._closed = False
         self._dumper: type | None = None
@@ -238,7 +277,24 @@ class PostgresDatabase:
         self._pool = self._open_pool()
 
     def _open_pool(self) -> Any:
-        from psycopg_pool import ConnectionPool  # noqa: PLC0415 - optional extra
+        from psycopg_pool import (  # noqa: PLC0415 - optional extra
+            ConnectionPool,
+            PoolTimeout,
+        )
+
+        # One plain connection first: a wrong database or password is told
+        # at once, where the pool would retry until its timeout.
+        try:
+            self._psycopg.connect(
+                self.url, connect_timeout=max(1, round(self.busy_timeout))
+            ).close()
+        except self._psycopg.Error as exc:
+            msg = (
+                f"Could not connect to PostgreSQL at {self.name} "
+                f"({_one_line(exc)}). Check that the server runs and accepts "
+                "this URL (user, host, port, database, password)."
+            )
+            raise PersistentMemoryError(msg) from None
 
         pool = ConnectionPool(
             self.url,
@@ -251,14 +307,14 @@ class PostgresDatabase:
         )
         try:
             pool.open(wait=True, timeout=max(self.busy_timeout, 1.0))
-        except Exception as exc:
+        except (PoolTimeout, self._psycopg.Error) as exc:
             pool.close()
             msg = (
-                f"Could not connect to PostgreSQL at {self.name} ({exc}). Check "
-                "that the server runs and accepts this URL (user, host, port, "
-                "database, password)."
+                f"Could not connect to PostgreSQL at {self.name} "
+                f"({_one_line(exc)}). Check that the server runs and accepts "
+                "this URL (user, host, port, database, password)."
             )
-            raise PersistentMemoryError(msg) from exc
+            raise PersistentMemoryError(msg) from None
         return pool
 
     def _current_pool(self) -> Any:
@@ -271,11 +327,12 @@ class PostgresDatabase:
                 if os.getpid() != self._pid:
                     self._pid = os.getpid()
                     self._local = threading.local()
+                    self._writers = threading.Lock()
                     self._pool = self._open_pool()
         return self._pool
 
     @contextlib.contextmanager
-    def _transaction(self, *, write: bool) -> Iterator[_Connection]:
+    def _transaction(self, *, write: bool, lock: bool = True) -> Iterator[_Connection]:
         active: _Connection | None = getattr(self._local, "con", None)
         if active is not None:
             if write and not self._local.writing:
@@ -300,9 +357,10 @@ class PostgresDatabase:
                 con = _Connection(raw, pipeline)
                 if write:
                     # In ms; PostgreSQL reads 0 as "wait forever".
-                    timeout = max(1, int(self.busy_timeout * 1000))
+                    timeout = min(max(1, int(self.busy_timeout * 1000)), 2**31 - 1)
                     con.execute(f"SET LOCAL lock_timeout = {timeout}")
-                    con.execute("SELECT pg_advisory_xact_lock(?)", (_WRITE_LOCK,))
+                    if lock:  # one lock per store (database and schema)
+                        con.execute(_LOCK_SQL, (_WRITE_LOCK,))
                 else:
                     con.execute(
                         "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
@@ -319,8 +377,8 @@ class PostgresDatabase:
                 "written; retry, or raise busy_timeout."
             )
             raise StoreBusyError(msg) from exc
-        except self._psycopg.OperationalError as exc:
-            msg = f"PostgreSQL at {self.name} failed: {exc}"
+        except self._psycopg.Error as exc:
+            msg = f"PostgreSQL at {self.name} refused or failed: {_one_line(exc)}"
             raise PersistentMemoryError(msg) from exc
 
     def adapt_vectors(self) -> None:
@@ -334,9 +392,42 @@ class PostgresDatabase:
             raise PersistentMemoryError(msg)
         self._dumper = _vector_dumper(info.oid)
 
-    def write(self) -> contextlib.AbstractContextManager[_Connection]:
-        """One write transaction holding the store's lock; commit or roll back."""
-        return self._transaction(write=True)
+    def write(
+        self, *, lock: bool = True
+    ) -> contextlib.AbstractContextManager[_Connection]:
+        """One write transaction holding the store's lock; commit or roll back.
+
+        `lock=False`: for writes that commute (use counts), which must not
+        queue behind the store's writers.
+        """
+        if not lock:
+            return self._transaction(write=True, lock=False)
+        return self._writer()
+
+    @contextlib.contextmanager
+    def _writer(self) -> Iterator[_Connection]:
+        """A locked write; this process's writers queue before taking a connection.
+
+        Writes are serialised anyway, so waiting writers must not hold pool
+        connections that searches need.
+        """
+        if getattr(self._local, "con", None) is not None:
+            with self._transaction(write=True) as con:
+                yield con
+            return
+        timeout = -1 if self.busy_timeout > 2**31 else self.busy_timeout
+        if not self._writers.acquire(timeout=timeout):
+            msg = (
+                f"The store at {self.name} stayed locked by another writer of "
+                f"this process for more than busy_timeout={self.busy_timeout} s. "
+                "Nothing was written; retry, or raise busy_timeout."
+            )
+            raise StoreBusyError(msg)
+        try:
+            with self._transaction(write=True) as con:
+                yield con
+        finally:
+            self._writers.release()
 
     def read(self) -> contextlib.AbstractContextManager[_Connection]:
         """One read-only snapshot: every query inside sees the same data."""
@@ -425,21 +516,12 @@ class PostgresStore:
             raise
 
     def _create(self) -> None:
-        errors = self._db._psycopg.errors  # noqa: SLF001
-        try:
-            with self._db.write() as con:
-                con.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        except errors.InsufficientPrivilege as exc:
-            msg = (
-                f"The pgvector extension is not installed in {self._db.name} and "
-                "this user may not create it. Ask an administrator to run "
-                "CREATE EXTENSION vector in that database."
-            )
-            raise PersistentMemoryError(msg) from exc
-        except errors.FeatureNotSupported as exc:
-            msg = f"PostgreSQL at {self._db.name} has no pgvector extension: {exc}"
-            raise PersistentMemoryError(msg) from exc
-        with self._db.write() as con:
+        """Create the extension and tables if needed; read and check the settings.
+
+        A store whose schema is complete is only read, so a role with data
+        privileges alone (no CREATE) can open it.
+        """
+        with self._db.read() as con:
             tables = {
                 row[0]
                 for row in con.execute(
@@ -447,26 +529,27 @@ class PostgresStore:
                     " WHERE schemaname = current_schema()"
                 )
             }
-            if "documents" in tables and "settings" not in tables:
-                msg = (
-                    f"{self._db.name} has a documents table but no settings: it "
-                    "is not a store of langchain-persistent-memory. Nothing was "
-                    "changed; use another database or schema."
-                )
-                raise CorruptStoreError(msg)
-            for statement in (*_SCHEMA, *_MEMORY_SCHEMA):
-                con.execute(statement)
-            con.executemany(
-                "INSERT INTO settings (key, value) VALUES (?, ?)"
-                " ON CONFLICT (key) DO NOTHING",
-                [
-                    ("schema_version", str(SCHEMA_VERSION)),
-                    ("store_id", uuid.uuid4().hex),
-                    ("distance", "cosine"),
-                    ("embedding_model", self._model),
-                ],
+        if "documents" in tables and "settings" not in tables:
+            msg = (
+                f"{self._db.name} has a documents table but no settings: it is "
+                "not a store of langchain-persistent-memory. Nothing was "
+                "changed; use another database or schema."
             )
+            raise CorruptStoreError(msg)
+        if not tables >= _ALL_TABLES:
+            self._create_schema()
+        with self._db.read() as con:
             settings = dict(con.execute("SELECT key, value FROM settings").fetchall())
+            row = con.execute(
+                "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+            ).fetchone()
+        version = tuple(int(part) for part in re.findall(r"\d+", str(row[0]))[:2])
+        if version < _PGVECTOR:
+            msg = (
+                f"{self._db.name} has pgvector {row[0]}; this package needs 0.8 "
+                "or newer (iterative index scans): ALTER EXTENSION vector UPDATE."
+            )
+            raise PersistentMemoryError(msg)
         if int(settings["schema_version"]) > SCHEMA_VERSION:
             msg = (
                 f"The store at {self._db.name} has schema version "
@@ -486,6 +569,51 @@ class PostgresStore:
         if "dimension" in settings:
             self._dim = int(settings["dimension"])
         self._db.adapt_vectors()
+        self._heal_vector_index()
+
+    def _create_schema(self) -> None:
+        errors = self._db._psycopg.errors  # noqa: SLF001
+        try:
+            with self._db.write() as con:
+                con.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except errors.InsufficientPrivilege as exc:
+            msg = (
+                f"The pgvector extension is not installed in {self._db.name} and "
+                "this user may not create it. Ask an administrator to run "
+                "CREATE EXTENSION vector in that database."
+            )
+            raise PersistentMemoryError(msg) from exc
+        except errors.FeatureNotSupported as exc:
+            msg = f"PostgreSQL at {self._db.name} has no pgvector extension: {exc}"
+            raise PersistentMemoryError(msg) from exc
+        with self._db.write() as con:
+            for statement in (*_SCHEMA, *_MEMORY_SCHEMA):
+                con.execute(statement)
+            con.executemany(
+                "INSERT INTO settings (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO NOTHING",
+                [
+                    ("schema_version", str(SCHEMA_VERSION)),
+                    ("store_id", uuid.uuid4().hex),
+                    ("distance", "cosine"),
+                    ("embedding_model", self._model),
+                ],
+            )
+
+    def _heal_vector_index(self) -> None:
+        """Build the HNSW index if a bulk load was killed before it could."""
+        with self._db.read() as con:
+            present = con.execute(
+                "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema()"
+                " AND indexname = 'documents_embedding'"
+            ).fetchone()
+        if present is None and self._dim is not None and self._dim <= _HNSW_MAX_DIM:
+            logger.warning(
+                "The HNSW index of %s is missing (a bulk load was interrupted?); "
+                "building it now.",
+                self._db.name,
+            )
+            self._build_vector_index()
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -494,8 +622,12 @@ class PostgresStore:
     # ------------------------------------------------------------- writing
 
     def _bind(self, value: Any) -> Any:
-        """A metadata value as `metadata_index.value` binds it (JSONB)."""
-        return self._jsonb(value)
+        """A metadata value as `metadata_index.value` binds it (JSONB).
+
+        A float is written as its exact decimal value, so that jsonb's
+        numeric comparisons agree with SQLite's comparisons of doubles.
+        """
+        return self._jsonb(value, dumps=_exact_json)
 
     def _index_rows(
         self, label: int, metadata: Mapping[str, Any]
@@ -503,7 +635,7 @@ class PostgresStore:
         rows = []
         for key, value in metadata.items():
             kind, comparable = typed_value(value)
-            rows.append((key, kind, self._jsonb(comparable), label))
+            rows.append((key, kind, self._bind(comparable), label))
         return rows
 
     def _write_rows(
@@ -516,6 +648,13 @@ class PostgresStore:
         if not isinstance(con, _Connection):
             msg = "A PostgreSQL store writes through its own connections."
             raise TypeError(msg)
+        for doc_id, text, meta_json in zip(
+            batch.ids, batch.texts, batch.metadata_json, strict=True
+        ):
+            _no_nul(doc_id, f"The id {doc_id!r}")
+            _no_nul(text, f"The text of {doc_id!r}")
+            # JSON writes a NUL in metadata as an escape.
+            _no_nul(meta_json.replace("\\u0000", "\x00"), f"The metadata of {doc_id!r}")
         cursor = con.executemany(
             "INSERT INTO documents (id, text, metadata, embedding)"
             " VALUES (?, ?, ?, ?::vector) ON CONFLICT (id) DO UPDATE SET"
@@ -559,7 +698,7 @@ class PostgresStore:
                 )
                 if not self._deferred:
                     self._create_vector_index(con, dim)
-                row = (str(dim),)
+                return  # `_dim` is read again once this has committed
             self._dim = int(row[0])
         self._check_dimension(dim)
 
@@ -671,11 +810,11 @@ class PostgresStore:
             ef = min(max(self._ef_search, k), 1000)
             con.execute(f"SET LOCAL hnsw.ef_search = {ef}")
             con.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            where = "" if filter is None else f"WHERE label IN ({sql})"
+            where = f"WHERE label IN ({sql})" if candidates is not None else ""
             rows = con.execute(
                 "SELECT label, 1 - (embedding <=> ?::vector) AS score"  # noqa: S608
                 f" FROM documents {where} ORDER BY embedding <=> ?::vector LIMIT ?",
-                (text, *([] if filter is None else params), text, k),
+                (text, *(params if candidates is not None else []), text, k),
             ).fetchall()
             if candidates is not None and len(rows) < min(k, len(candidates)):
                 return self._exact(con, text, k, candidates), None
@@ -757,7 +896,12 @@ class PostgresText:
             " DO UPDATE SET user_id = excluded.user_id,"
             " context = excluded.context, terms = excluded.terms",
             [
-                (label, user_id, context or "", f"{text}\n{context or ''}")
+                (
+                    label,
+                    user_id,
+                    _no_nul(context or "", "A memory's context"),
+                    f"{text}\n{context or ''}"[:_KEYWORD_CHARS],
+                )
                 for label, text, context, user_id in rows
             ],
         )
@@ -832,6 +976,13 @@ def recorded_model(url: str) -> str | None:
     except Exception:  # noqa: BLE001 - reported when the store is opened
         return None
     return str(row[0]) if row else None
+
+
+def _exact_json(value: Any) -> str:
+    """JSON of a scalar; a finite float as its exact decimal expansion."""
+    if isinstance(value, float) and math.isfinite(value):
+        return str(decimal.Decimal(value))
+    return json.dumps(value)
 
 
 class _Vector:

@@ -1533,14 +1533,19 @@ class PersistentMemory:
             return
         now = time.time()
         try:
-            with self._db.write() as con:
+            # Use counts commute: on PostgreSQL they need not queue behind
+            # the store's writers (ids sorted: one lock order for all).
+            with self._db.write(lock=False) as con:
                 con.executemany(
                     "INSERT INTO memory_use (label, last_used, use_count)"
                     " SELECT label, ?, 1 FROM documents WHERE id = ?"
                     " ON CONFLICT (label) DO UPDATE SET"
                     " last_used = excluded.last_used,"
                     " use_count = memory_use.use_count + 1",
-                    [(now, doc.id) for doc in documents],
+                    [
+                        (now, doc_id)
+                        for doc_id in sorted({d.id or "" for d in documents})
+                    ],
                 )
         except Exception:
             logger.debug("Could not record memory use", exc_info=True)

@@ -35,6 +35,8 @@ from tests.unit_tests.conftest import TableEmbeddings, random_unit_vectors, run_
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from tests.postgres_server import PostgresServer
+
 WRITER = """
     import sys
     from concurrent.futures import ThreadPoolExecutor
@@ -213,12 +215,24 @@ def test_filters_mean_the_same_on_both_backends(
         assert checked > 50  # most filters matched something
 
 
-def test_unreachable_server_is_a_clear_error() -> None:
-    url = "postgresql://app:secret@127.0.0.1:9/memory"  # nothing listens on 9
-    with pytest.raises(PersistentMemoryError, match="Could not connect") as caught:
-        PersistentMemory(url, DeterministicFakeEmbedding(size=8), busy_timeout=1)
-    assert "secret" not in str(caught.value)
-    assert "app:***@127.0.0.1:9" in str(caught.value)
+def test_unreachable_server_or_database_is_a_clear_error(
+    postgres_server: PostgresServer,
+) -> None:
+    for url in (
+        "postgresql://app:secret@127.0.0.1:9/memory",  # nothing listens on 9
+        "postgresql://127.0.0.1:9/memory?user=app&password=secret",
+    ):
+        with pytest.raises(PersistentMemoryError, match="Could not connect") as caught:
+            PersistentMemory(url, DeterministicFakeEmbedding(size=8), busy_timeout=1)
+        assert "secret" not in str(caught.value)
+        assert "postgresql://app@127.0.0.1:9/memory" in str(caught.value)
+    started = time.monotonic()
+    with pytest.raises(PersistentMemoryError, match="does not exist"):
+        PersistentMemory(
+            postgres_server.url_for("no_such_database"),
+            DeterministicFakeEmbedding(size=8),
+        )
+    assert time.monotonic() - started < 5  # told at once, not after busy_timeout
 
 
 def test_directory_options_are_refused_by_name(postgres_url: str) -> None:
@@ -314,7 +328,9 @@ def test_a_writer_waiting_too_long_is_told_and_writes_nothing(
     ) as memory:
         memory.add("I like tea", user_id="u")
         with psycopg.connect(postgres_url) as other:  # holds the write lock
-            other.execute("SELECT pg_advisory_xact_lock(%s)", (_postgres._WRITE_LOCK,))
+            other.execute(
+                _postgres._LOCK_SQL.replace("?", "%s"), (_postgres._WRITE_LOCK,)
+            )
             started = time.monotonic()
             with pytest.raises(StoreBusyError, match=r"busy_timeout=0\.5"):
                 memory.add("I like coffee", user_id="u")
@@ -376,3 +392,59 @@ def test_a_writer_killed_mid_batch_leaves_whole_batches(postgres_url: str) -> No
         assert added == len(ids)
         texts = con.execute("SELECT count(*) FROM memory_text").fetchone()[0]
         assert texts == len(ids)
+
+
+def test_what_postgresql_cannot_store_is_a_clear_error(postgres_url: str) -> None:
+    with PersistentMemory(
+        postgres_url, DeterministicFakeEmbedding(size=8), write_gate=None
+    ) as memory:
+        memory.add("I like tea", user_id="u")
+        for bad in (
+            {"content": "tea\x00leaf"},
+            {"content": "tea leaf", "context": "nul\x00here"},
+            {"content": "tea leaf", "metadata": {"note": "a\x00b"}},
+        ):
+            with pytest.raises(ValueError, match="NUL character"):
+                memory.add(user_id="u", **bad)
+        assert [d.page_content for d in memory.list(user_id="u")] == ["I like tea"]
+        huge = "harbour " * 170_000  # 1.36 MB: more than a tsvector holds
+        memory.add(huge, user_id="u")
+        (hit,) = [
+            d
+            for d in memory.search("harbour", user_id="u", k=2)
+            if d.page_content == huge
+        ]
+        assert hit.metadata["scores"]["keyword"] > 0  # found by its words too
+
+
+def test_numbers_beyond_double_precision_compare_as_on_sqlite(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    records = [
+        {"content": "big float", "user_id": "u", "metadata": {"x": 2.0**60}},
+        {"content": "big int", "user_id": "u", "metadata": {"x": 2**60 + 1}},
+        {"content": "rounded", "user_id": "u", "metadata": {"x": 1152921504606847000}},
+    ]
+    filters = [
+        {"x": {"$gt": 1.152921504606847e18}},
+        {"x": {"$gte": 2.0**60}},
+        {"x": 2**60},
+        {"x": {"$lt": 2**60 + 1}},
+    ]
+    found = []
+    for location in (tmp_path / "m", postgres_url):
+        with PersistentMemory(
+            location, DeterministicFakeEmbedding(size=8), write_gate=None
+        ) as memory:
+            memory.add_many(records)
+            found.append(
+                [
+                    sorted(
+                        d.page_content
+                        for d in memory.search("big", user_id="u", k=5, filter=f)
+                    )
+                    for f in filters
+                ]
+            )
+    assert found[0] == found[1]
+    assert found[0][2] == ["big float"]  # 2**60 is exactly 2.0**60
