@@ -9,7 +9,9 @@ Resumable: memories are copied in batches of one transaction each, in id
 order; a memory the destination already holds unchanged is skipped, so
 running the same migration again after an interruption finishes it. The
 destination must be empty or a migration from the same source (its
-settings record the source's `store_id`).
+settings record the source's `store_id`); it ends as a copy of the source:
+rows the source no longer has are deleted, so a run after the source changed
+brings the copy up to date.
 
 Verified: at the end every table is read from both stores and compared by
 row count and by an order-free checksum (the sum of each row's SHA-256),
@@ -92,7 +94,8 @@ def migrate(
         else contextlib.nullcontext()
     )
     with loading:
-        _copy_memories(source, target, batch_size, (total, progress), report)
+        kept = _copy_memories(source, target, batch_size, (total, progress), report)
+        _drop_memories(target, kept, batch_size)
     _copy_tables(source, target, batch_size)
     with target._db.write() as con:  # noqa: SLF001
         target._text.after_copy(con)  # noqa: SLF001
@@ -141,10 +144,13 @@ def _copy_memories(
     batch_size: int,
     progress: tuple[int, Callable[[int, int], None] | None],
     report: MigrationReport,
-) -> None:
+) -> set[str]:
+    """Copy what the target lacks or holds otherwise; return the source's ids."""
     total, report_progress = progress
     done = 0
+    ids: set[str] = set()
     for rows, contexts in _memory_pages(source, batch_size):
+        ids.update(row[1] for row in rows)
         present, there = _memories(target, ids=[row[1] for row in rows])
         held = {row[1]: _memory_digest(row[1:], there.get(row[0])) for row in present}
         wanted = [
@@ -159,6 +165,21 @@ def _copy_memories(
         done += len(rows)
         if report_progress is not None:
             report_progress(done, max(total, done))
+    return ids
+
+
+def _drop_memories(target: PersistentMemory, kept: set[str], batch_size: int) -> None:
+    """Remove memories the source no longer has (a run after it changed)."""
+    gone = [
+        (row[0], row[1])
+        for rows, _ in _memory_pages(target, batch_size)
+        for row in rows
+        if row[1] not in kept
+    ]
+    for start in range(0, len(gone), batch_size):
+        part = gone[start : start + batch_size]
+        with target._db.write() as con:  # noqa: SLF001
+            target._remove(con, [doc_id for _, doc_id in part], [lb for lb, _ in part])  # noqa: SLF001
 
 
 _Row = tuple[int, str, str, str, np.ndarray]
@@ -222,26 +243,51 @@ def _write(
 def _copy_tables(
     source: PersistentMemory, target: PersistentMemory, batch_size: int
 ) -> None:
-    """Use counts (by memory id), the cache, the audit trail, the chat log."""
-    for rows in _pages(source, _USE, batch_size):
-        with target._db.write() as con:  # noqa: SLF001
-            con.executemany(
+    """Use counts (by memory id), the cache, the audit trail, the chat log.
+
+    Rows are upserted by key, and target rows whose key the source lacks
+    are deleted, so that the target ends as a copy of the source.
+    """
+    for spec in (_USE, *_TABLES):
+        table, keys, columns = spec
+        if table == "use":
+            upsert = (
                 "INSERT INTO memory_use (label, last_used, use_count)"
                 " SELECT label, ?, ? FROM documents WHERE id = ?"
                 " ON CONFLICT (label) DO UPDATE SET last_used = excluded.last_used,"
-                " use_count = excluded.use_count",
-                [(last_used, count, doc_id) for doc_id, last_used, count in rows],
+                " use_count = excluded.use_count"
             )
-    for table, keys, columns in _TABLES:
-        names = ", ".join((*keys, *columns))
-        marks = ", ".join("?" * (len(keys) + len(columns)))
-        insert = (
-            f"INSERT INTO {table} ({names}) VALUES ({marks})"  # noqa: S608
-            f" ON CONFLICT ({', '.join(keys)}) DO NOTHING"
-        )
-        for rows in _pages(source, (table, keys, columns), batch_size):
+            delete = (
+                "DELETE FROM memory_use WHERE label IN"
+                " (SELECT label FROM documents WHERE id = ?)"
+            )
+        else:
+            names = ", ".join((*keys, *columns))
+            marks = ", ".join("?" * (len(keys) + len(columns)))
+            updates = ", ".join(f"{c} = excluded.{c}" for c in columns)
+            upsert = (
+                f"INSERT INTO {table} ({names}) VALUES ({marks})"  # noqa: S608
+                f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+            )
+            where = " AND ".join(f"{k} = ?" for k in keys)
+            delete = f"DELETE FROM {table} WHERE {where}"  # noqa: S608
+        width = len(keys)
+        present: set[tuple[Any, ...]] = set()
+        for rows in _pages(source, spec, batch_size):
+            present.update(row[:width] for row in rows)
+            # Use counts: the id, first in the row, goes last in the statement.
+            values = [(*r[1:], r[0]) for r in rows] if table == "use" else rows
             with target._db.write() as con:  # noqa: SLF001
-                con.executemany(insert, rows)
+                con.executemany(upsert, values)
+        extra = [
+            row[:width]
+            for rows in _pages(target, spec, batch_size)
+            for row in rows
+            if row[:width] not in present
+        ]
+        for start in range(0, len(extra), batch_size):
+            with target._db.write() as con:  # noqa: SLF001
+                con.executemany(delete, extra[start : start + batch_size])
 
 
 # Use counts are keyed by the memory's id: labels differ between stores.
@@ -344,6 +390,7 @@ def _verify(
                 f"Verification failed for {table}: the source has {count} rows, "
                 f"the destination {ours[table][0]}"
                 + (", with different contents" if ours[table][0] == count else "")
-                + ". Run the migration again to finish it."
+                + ". Run the migration again to finish it (the source may have "
+                "changed meanwhile)."
             )
             raise PersistentMemoryError(msg)

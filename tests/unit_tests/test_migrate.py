@@ -201,3 +201,22 @@ def test_memory_commands_take_a_url(postgres_url: str) -> None:
     refused = lpm("reindex", "--store", postgres_url)
     assert refused.returncode == 2
     assert "works on a directory store" in refused.stderr
+
+
+def test_running_it_after_the_source_changed_makes_a_copy_again(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    fill(tmp_path / "a", count=30)
+    migrate(tmp_path / "a", postgres_url)
+    with open_memory(tmp_path / "a") as source:
+        source.forget("u0")  # memories, audit trail and chats of u0 go
+        source.add("A new note about ferries", user_id="u2")
+        PersistentChatMessageHistory(source, "s1", user_id="u1").add_messages(
+            [HumanMessage("And then I moved to Oslo.")]
+        )
+    again = migrate(tmp_path / "a", postgres_url)
+    assert again["rows"]["memories"] == 30 - 10 + 1 + 2
+    assert snapshot(postgres_url) == snapshot(tmp_path / "a")
+    with open_memory(postgres_url) as memory:
+        assert memory.list(user_id="u0") == []
+        assert memory.history("anything", user_id="u0") == []
