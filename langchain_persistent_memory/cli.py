@@ -579,16 +579,59 @@ def _store_facts(path: Path) -> dict[str, Any]:
     return facts
 
 
+def _postgres_facts(url: str) -> dict[str, Any]:
+    """Counts and settings of a store in PostgreSQL (read-only)."""
+    model = _require(url)
+    with PersistentMemory(url, _NoEmbedding(), embedding_model=model) as memory:
+        stats = memory.stats()
+        with memory._db.read() as con:  # noqa: SLF001 - same package
+            settings = dict(con.execute("SELECT key, value FROM settings").fetchall())
+
+            def one(sql: str) -> int:
+                return int(con.execute(sql).fetchone()[0])
+
+            facts = {
+                "store": redacted(url),
+                "embedding_model": settings.get("embedding_model"),
+                "dimension": int(settings["dimension"])
+                if "dimension" in settings
+                else None,
+                "distance": settings.get("distance"),
+                "schema_version": int(settings.get("schema_version", 0)),
+                "memories": stats.memories,
+                "users": stats.users,
+                "by_kind": stats.by_kind,
+                "chat_sessions": one(
+                    "SELECT count(*) FROM"
+                    " (SELECT DISTINCT user_id, session_id FROM chat_messages) AS s"
+                ),
+                "chat_messages": one("SELECT count(*) FROM chat_messages"),
+                "pending_messages": one(
+                    "SELECT count(*) FROM chat_messages WHERE pending = 1"
+                ),
+                "cached_embeddings": one("SELECT count(*) FROM embedding_cache"),
+                "bytes": {
+                    "database": one("SELECT pg_database_size(current_database())")
+                },
+            }
+    return facts
+
+
 def _cmd_stats(args: argparse.Namespace, out: _Output) -> int:
-    path = _store_path(args)
-    _require_store(path)
-    facts = _store_facts(path)
+    location = _location(args)
+    if isinstance(location, str):
+        facts = _postgres_facts(location)
+    else:
+        _require_store(location)
+        facts = _store_facts(location)
 
     def render() -> None:
-        stamp = facts["index_stamp"]
+        stamp = facts.get("index_stamp")
         behind = facts["change_seq"] - stamp if stamp is not None else None
         index = (
-            "none yet (built from the database on open)"
+            "PostgreSQL (HNSW, kept by the server)"
+            if "change_seq" not in facts
+            else "none yet (built from the database on open)"
             if stamp is None
             else "up to date"
             if behind == 0
@@ -615,7 +658,7 @@ def _cmd_stats(args: argparse.Namespace, out: _Output) -> int:
                 ),
             ],
             ["embedding cache", f"{facts['cached_embeddings']:,} vectors"],
-            ["index.faiss", index],
+            ["vector index", index],
             [
                 "on disk",
                 ", ".join(

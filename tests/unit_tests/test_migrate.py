@@ -198,6 +198,10 @@ def test_memory_commands_take_a_url(postgres_url: str) -> None:
         "--embedding", fake, "--json",
     )  # fmt: skip
     assert [m["text"] for m in json.loads(found.stdout)] == ["I keep bees"]
+    stats = json.loads(lpm("stats", "--store", postgres_url, "--json").stdout)
+    assert (stats["memories"], stats["users"], stats["dimension"]) == (1, 1, 16)
+    shown = lpm("stats", "--store", postgres_url)
+    assert "PostgreSQL (HNSW" in shown.stdout
     refused = lpm("reindex", "--store", postgres_url)
     assert refused.returncode == 2
     assert "works on a directory store" in refused.stderr
