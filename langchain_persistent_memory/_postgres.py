@@ -569,7 +569,7 @@ class PostgresStore:
         if "dimension" in settings:
             self._dim = int(settings["dimension"])
         self._db.adapt_vectors()
-        self._heal_vector_index()
+        self._check_vector_index()
 
     def _create_schema(self) -> None:
         errors = self._db._psycopg.errors  # noqa: SLF001
@@ -600,8 +600,12 @@ class PostgresStore:
                 ],
             )
 
-    def _heal_vector_index(self) -> None:
-        """Build the HNSW index if a bulk load was killed before it could."""
+    def _check_vector_index(self) -> None:
+        """Warn if the HNSW index is missing (a bulk load running, or killed).
+
+        It is not built here: another process may be loading right now, and
+        would then wait behind the build. `lpm migrate` builds it.
+        """
         with self._db.read() as con:
             present = con.execute(
                 "SELECT 1 FROM pg_indexes WHERE schemaname = current_schema()"
@@ -609,11 +613,11 @@ class PostgresStore:
             ).fetchone()
         if present is None and self._dim is not None and self._dim <= _HNSW_MAX_DIM:
             logger.warning(
-                "The HNSW index of %s is missing (a bulk load was interrupted?); "
-                "building it now.",
+                "The HNSW index of %s is missing: a bulk load is running, or "
+                "an `lpm migrate` was interrupted (run it again to finish). "
+                "Searches stay correct, exact over each user's memories.",
                 self._db.name,
             )
-            self._build_vector_index()
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -723,8 +727,9 @@ class PostgresStore:
 
         Inserting into an HNSW index costs a graph search per row; building
         it over loaded rows is several times faster. Searches stay correct
-        meanwhile (exact). The index is built on exit, also after an error,
-        so an interrupted load leaves a complete store.
+        meanwhile (exact). The index is built on exit, also after an error;
+        a killed load leaves it missing (opening then warns) until the next
+        load builds it.
         """
         with self._db.write() as con:
             con.execute("DROP INDEX IF EXISTS documents_embedding")
