@@ -300,7 +300,10 @@ class PostgresDatabase:
             self.url,
             min_size=1,
             max_size=self._pool_size,
-            kwargs={"autocommit": True},
+            # No server-side prepared statements: psycopg's bookkeeping of
+            # them can go wrong after an aborted pipeline, and ours are cheap
+            # to plan.
+            kwargs={"autocommit": True, "prepare_threshold": None},
             timeout=max(self.busy_timeout, 1.0),
             open=False,
             name="langchain-persistent-memory",
