@@ -527,46 +527,47 @@ def _cmd_import(args: argparse.Namespace, out: _Output) -> int:
     return EXIT_OK
 
 
+def _facts(con: Any, store: str) -> dict[str, Any]:
+    """Counts and settings of a store, read through `con` (either backend)."""
+    settings = dict(con.execute("SELECT key, value FROM settings").fetchall())
+
+    def one(sql: str) -> int:
+        return int(con.execute(sql).fetchone()[0])
+
+    kinds = dict(
+        con.execute(
+            "SELECT value, count(*) FROM metadata_index WHERE key = 'kind'"
+            " GROUP BY value ORDER BY count(*) DESC"
+        ).fetchall()
+    )
+    return {
+        "store": store,
+        "embedding_model": settings.get("embedding_model"),
+        "dimension": int(settings["dimension"]) if "dimension" in settings else None,
+        "distance": settings.get("distance"),
+        "schema_version": int(settings.get("schema_version", 0)),
+        "memories": sum(kinds.values()),
+        "documents": one("SELECT count(*) FROM documents"),
+        "users": one(
+            "SELECT count(DISTINCT value) FROM metadata_index WHERE key = 'user_id'"
+        ),
+        "by_kind": kinds,
+        "chat_sessions": one(
+            "SELECT count(*) FROM"
+            " (SELECT DISTINCT user_id, session_id FROM chat_messages) AS s"
+        ),
+        "chat_messages": one("SELECT count(*) FROM chat_messages"),
+        "pending_messages": one("SELECT count(*) FROM chat_messages WHERE pending = 1"),
+        "cached_embeddings": one("SELECT count(*) FROM embedding_cache"),
+    }
+
+
 def _store_facts(path: Path) -> dict[str, Any]:
     """Counts and settings, read straight from the database (read-only)."""
     con = _read_only(path)
     try:
-        settings = dict(con.execute("SELECT key, value FROM settings").fetchall())
-
-        def one(sql: str) -> int:
-            return int(con.execute(sql).fetchone()[0])
-
-        kinds = dict(
-            con.execute(
-                "SELECT value, count(*) FROM metadata_index WHERE key = 'kind'"
-                " GROUP BY value ORDER BY count(*) DESC"
-            ).fetchall()
-        )
-        facts = {
-            "store": str(path),
-            "embedding_model": settings.get("embedding_model"),
-            "dimension": int(settings["dimension"])
-            if "dimension" in settings
-            else None,
-            "distance": settings.get("distance"),
-            "schema_version": int(settings.get("schema_version", 0)),
-            "memories": sum(kinds.values()),
-            "documents": one("SELECT count(*) FROM documents"),
-            "users": one(
-                "SELECT count(DISTINCT value) FROM metadata_index WHERE key = 'user_id'"
-            ),
-            "by_kind": kinds,
-            "chat_sessions": one(
-                "SELECT count(*) FROM"
-                " (SELECT DISTINCT user_id, session_id FROM chat_messages)"
-            ),
-            "chat_messages": one("SELECT count(*) FROM chat_messages"),
-            "pending_messages": one(
-                "SELECT count(*) FROM chat_messages WHERE pending = 1"
-            ),
-            "cached_embeddings": one("SELECT count(*) FROM embedding_cache"),
-            "change_seq": one("SELECT seq FROM counter"),
-        }
+        facts = _facts(con, str(path))
+        facts["change_seq"] = int(con.execute("SELECT seq FROM counter").fetchone()[0])
     except sqlite3.DatabaseError as exc:
         msg = f"{path / DB_FILE} cannot be read as a store ({exc}); run `lpm doctor`."
         raise CliError(msg) from exc
@@ -582,38 +583,13 @@ def _store_facts(path: Path) -> dict[str, Any]:
 def _postgres_facts(url: str) -> dict[str, Any]:
     """Counts and settings of a store in PostgreSQL (read-only)."""
     model = _require(url)
-    with PersistentMemory(url, _NoEmbedding(), embedding_model=model) as memory:
-        stats = memory.stats()
-        with memory._db.read() as con:  # noqa: SLF001 - same package
-            settings = dict(con.execute("SELECT key, value FROM settings").fetchall())
-
-            def one(sql: str) -> int:
-                return int(con.execute(sql).fetchone()[0])
-
-            facts = {
-                "store": redacted(url),
-                "embedding_model": settings.get("embedding_model"),
-                "dimension": int(settings["dimension"])
-                if "dimension" in settings
-                else None,
-                "distance": settings.get("distance"),
-                "schema_version": int(settings.get("schema_version", 0)),
-                "memories": stats.memories,
-                "users": stats.users,
-                "by_kind": stats.by_kind,
-                "chat_sessions": one(
-                    "SELECT count(*) FROM"
-                    " (SELECT DISTINCT user_id, session_id FROM chat_messages) AS s"
-                ),
-                "chat_messages": one("SELECT count(*) FROM chat_messages"),
-                "pending_messages": one(
-                    "SELECT count(*) FROM chat_messages WHERE pending = 1"
-                ),
-                "cached_embeddings": one("SELECT count(*) FROM embedding_cache"),
-                "bytes": {
-                    "database": one("SELECT pg_database_size(current_database())")
-                },
-            }
+    with (
+        PersistentMemory(url, _NoEmbedding(), embedding_model=model) as memory,
+        memory._db.read() as con,  # noqa: SLF001 - same package
+    ):
+        facts = _facts(con, redacted(url))
+        size = con.execute("SELECT pg_database_size(current_database())").fetchone()
+    facts["bytes"] = {"database": int(size[0])}
     return facts
 
 
