@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed-dev
 
-.PHONY: help demo test lint format type bench clean
+.PHONY: help demo test lint format type bench bench-postgres clean
 
 help:  ## List the targets.
 	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ type: $(INSTALLED)  ## mypy --strict on the package.
 bench: $(INSTALLED)  ## Benchmark against langchain_community's FAISS (N=100,000).
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python benchmarks/bench_vectorstore.py
+
+bench-postgres: $(INSTALLED)  ## PostgreSQL + pgvector against the directory store at 1,000,000 memories (about an hour).
+	$(BIN)/python benchmarks/bench_postgres.py --rows 1000000 --out bench_postgres.json
 
 clean:  ## Remove the virtual environment and caches.
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
