@@ -81,7 +81,7 @@ from langchain_core.embeddings import Embeddings
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+    sys.path.append(str(ROOT))  # for tests/postgres_server.py; PYTHONPATH wins
 
 from langchain_persistent_memory import PersistentMemory  # noqa: E402
 
@@ -165,7 +165,9 @@ class Data:
             return out
 
         self.vectors = draw(self.total)
-        self.n_queries = args.recall_queries + 1 + args.warmup + args.queries + 20 + args.big_queries
+        self.n_queries = (
+            args.recall_queries + 1 + args.warmup + args.queries + 20 + args.big_queries
+        )
         self.queries = draw(self.n_queries)
         self.words = rng.integers(VOCABULARY, size=(self.total, WORDS_PER_TEXT))
         self.query_words = rng.integers(
@@ -193,7 +195,9 @@ class Data:
         return f"query {j} " + " ".join(f"w{w}" for w in self.query_words[j])
 
     def items(self, lo: int, hi: int) -> list[dict[str, Any]]:
-        return [{"content": self.text(i), "user_id": self.user(i)} for i in range(lo, hi)]
+        return [
+            {"content": self.text(i), "user_id": self.user(i)} for i in range(lo, hi)
+        ]
 
     def embedding(self) -> LookupEmbeddings:
         return LookupEmbeddings(self.vectors, self.queries)
@@ -201,9 +205,7 @@ class Data:
     def search_plan(self, users: int, count: int, first: int) -> list[list[Any]]:
         """`count` (user, query text) pairs, users drawn among the first `users`."""
         picked = self.rng.integers(users, size=count)
-        return [
-            [f"u{u}", self.query_text(first + n)] for n, u in enumerate(picked)
-        ]
+        return [[f"u{u}", self.query_text(first + n)] for n, u in enumerate(picked)]
 
 
 def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
@@ -269,8 +271,14 @@ def run_search_worker(spec: dict[str, Any], work: Path, repeat: int) -> dict[str
     for _ in range(repeat):
         started = time.perf_counter()
         subprocess.run(
-            [sys.executable, str(Path(__file__).resolve()), "--worker",
-             str(spec_path), "--worker-out", str(out_path)],
+            [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--worker",
+                str(spec_path),
+                "--worker-out",
+                str(out_path),
+            ],
             check=True,
         )
         run = json.loads(out_path.read_text())
@@ -369,8 +377,15 @@ def pg_sizes(server: Any, database: str) -> dict[str, int]:
             " pg_total_relation_size('memory_audit'),"
             " pg_total_relation_size('embedding_cache')"
         ).fetchone()
-    names = ("database", "documents", "hnsw_index", "metadata_index",
-             "memory_text", "memory_audit", "embedding_cache")
+    names = (
+        "database",
+        "documents",
+        "hnsw_index",
+        "metadata_index",
+        "memory_text",
+        "memory_audit",
+        "embedding_cache",
+    )
     return {name: int(v) // 2**20 for name, v in zip(names, row, strict=True)}
 
 
@@ -381,7 +396,15 @@ def vacuum(server: Any, database: str) -> float:
     return time.perf_counter() - start
 
 
-def search_spec(location: str, data: Data, work: Path, users: int, args: argparse.Namespace, *, big: bool) -> dict[str, Any]:
+def search_spec(
+    location: str,
+    data: Data,
+    work: Path,
+    users: int,
+    args: argparse.Namespace,
+    *,
+    big: bool,
+) -> dict[str, Any]:
     first = args.recall_queries  # the recall queries come first
     plan = data.search_plan(users, 1 + args.warmup + args.queries, first)
     spec: dict[str, Any] = {
@@ -391,11 +414,15 @@ def search_spec(location: str, data: Data, work: Path, users: int, args: argpars
         "warmup": args.warmup,
     }
     if big:
-        spec["big"] = data.search_plan(1, 20 + args.big_queries, first + 1 + args.warmup + args.queries)
+        spec["big"] = data.search_plan(
+            1, 20 + args.big_queries, first + 1 + args.warmup + args.queries
+        )
     return spec
 
 
-def recall_postgres(memory: PersistentMemory, server: Any, data: Data, args: argparse.Namespace) -> dict[str, Any]:
+def recall_postgres(
+    memory: PersistentMemory, server: Any, data: Data, args: argparse.Namespace
+) -> dict[str, Any]:
     """Recall@10 of the HNSW index (unfiltered, and the big user's filter)."""
     store = memory._store  # noqa: SLF001
     with server.connect("bench") as con:
@@ -412,7 +439,11 @@ def recall_postgres(memory: PersistentMemory, server: Any, data: Data, args: arg
     truth = present[exact_top(data.vectors[present], queries, 10)]
     truth_s = time.perf_counter() - start
     big_rows = np.arange(data.rows, data.rows + data.big_rows)
-    big_truth = big_rows[exact_top(data.vectors[big_rows], queries, 10)] if data.big_rows else None
+    big_truth = (
+        big_rows[exact_top(data.vectors[big_rows], queries, 10)]
+        if data.big_rows
+        else None
+    )
 
     fallbacks = {"n": 0}
     original = store._exact  # noqa: SLF001
@@ -423,19 +454,28 @@ def recall_postgres(memory: PersistentMemory, server: Any, data: Data, args: arg
 
     store._exact = counting  # noqa: SLF001 - count exact fallbacks
     big_filter = memory._scope_filter("big", None, None, None, None)  # noqa: SLF001
-    result: dict[str, Any] = {"queries": len(queries), "exact_numpy_s": truth_s, "by_ef": {}}
+    result: dict[str, Any] = {
+        "queries": len(queries),
+        "exact_numpy_s": truth_s,
+        "by_ef": {},
+    }
     try:
         for ef in EF_SEARCHES:
             store._ef_search = ef  # noqa: SLF001
             entry: dict[str, Any] = {}
-            for name, flt, expected in (("all", None, truth), ("big", big_filter, big_truth)):
+            for name, flt, expected in (
+                ("all", None, truth),
+                ("big", big_filter, big_truth),
+            ):
                 if expected is None:
                     continue
                 for q in queries[:10]:  # warm-up
                     store._search(q.tolist(), 10, flt)  # noqa: SLF001
                 fallbacks["n"] = 0
                 recalls, times, short = [], [], 0
-                count = len(queries) if flt is None else min(len(queries), args.big_queries)
+                count = (
+                    len(queries) if flt is None else min(len(queries), args.big_queries)
+                )
                 for q, want in zip(queries[:count], expected[:count], strict=True):
                     began = time.perf_counter()
                     hits, _ = store._search(q.tolist(), 10, flt)  # noqa: SLF001
@@ -483,7 +523,9 @@ def run_postgres(args: argparse.Namespace, data: Data, work: Path) -> dict[str, 
                 for lo in range(0, args.hnsw_insert_rows, step):
                     hi = min(lo + step, args.hnsw_insert_rows)
                     chunks.append(timed_add(memory, data, lo, hi))
-                    log(f"pg (a) HNSW maintained rows {lo}-{hi}: {chunks[-1]['rows_per_s']:.0f} rows/s")
+                    log(
+                        f"pg (a) HNSW maintained rows {lo}-{hi}: {chunks[-1]['rows_per_s']:.0f} rows/s"
+                    )
             total = sum(c["seconds"] for c in chunks)
             out["insert_hnsw_empty"] = {
                 "rows": args.hnsw_insert_rows,
@@ -503,8 +545,13 @@ def run_postgres(args: argparse.Namespace, data: Data, work: Path) -> dict[str, 
                 stage = timed_add(memory, data, lo, size)
                 stage["vacuum_analyze_s"] = vacuum(server, "bench")
                 out["stages"].append(stage)
-                log(f"pg (b) bulk rows {lo}-{size}: {stage['rows_per_s']:.0f} rows/s, vacuum {stage['vacuum_analyze_s']:.1f} s")
-                spec = search_spec(url, data, work, size // data.per_user, args, big=False)
+                log(
+                    f"pg (b) bulk rows {lo}-{size}: {stage['rows_per_s']:.0f} rows/s, vacuum {stage['vacuum_analyze_s']:.1f} s"
+                )
+                spec = search_spec(
+                    url, data, work, size // data.per_user, args, big=False
+                )
+                spec["during_bulk_load"] = True
                 out["search"][str(size)] = run_search_worker(spec, work, args.repeat)
                 log(f"pg search at {size}: {brief(out['search'][str(size)])}")
                 lo = size
@@ -512,7 +559,9 @@ def run_postgres(args: argparse.Namespace, data: Data, work: Path) -> dict[str, 
                 stage = timed_add(memory, data, data.rows, data.rows + data.big_rows)
                 stage["big_user"] = True
                 out["stages"].append(stage)
-                log(f"pg (b) bulk big user {data.big_rows}: {stage['rows_per_s']:.0f} rows/s")
+                log(
+                    f"pg (b) bulk big user {data.big_rows}: {stage['rows_per_s']:.0f} rows/s"
+                )
             out["sizes_before_index_mib"] = pg_sizes(server, "bench")
             build_start = time.perf_counter()
             log("pg building the HNSW index")
@@ -543,7 +592,9 @@ def run_postgres(args: argparse.Namespace, data: Data, work: Path) -> dict[str, 
         # (c) HNSW maintained, full store
         if data.extra_rows:
             out["insert_hnsw_full"] = timed_add(memory, data, loaded, data.total)
-            log(f"pg (c) HNSW maintained into full store: {out['insert_hnsw_full']['rows_per_s']:.0f} rows/s")
+            log(
+                f"pg (c) HNSW maintained into full store: {out['insert_hnsw_full']['rows_per_s']:.0f} rows/s"
+            )
         memory.close()
     return out
 
@@ -564,7 +615,9 @@ def run_embedded(args: argparse.Namespace, data: Data, work: Path) -> dict[str, 
                 for lo in range(0, args.hnsw_insert_rows, step):
                     hi = min(lo + step, args.hnsw_insert_rows)
                     chunks.append(timed_add(memory, data, lo, hi))
-                    log(f"embedded empty store rows {lo}-{hi}: {chunks[-1]['rows_per_s']:.0f} rows/s")
+                    log(
+                        f"embedded empty store rows {lo}-{hi}: {chunks[-1]['rows_per_s']:.0f} rows/s"
+                    )
             total = sum(c["seconds"] for c in chunks)
             out["insert_empty"] = {
                 "rows": args.hnsw_insert_rows,
@@ -586,8 +639,12 @@ def run_embedded(args: argparse.Namespace, data: Data, work: Path) -> dict[str, 
             stage["close_checkpoint_s"] = time.perf_counter() - began
             out["stages"].append(stage)
             out["sizes_mib"][str(size)] = dir_size(path) // 2**20
-            log(f"embedded rows {lo}-{size}: {stage['rows_per_s']:.0f} rows/s, close {stage['close_checkpoint_s']:.1f} s")
-            spec = search_spec(str(path), data, work, size // data.per_user, args, big=False)
+            log(
+                f"embedded rows {lo}-{size}: {stage['rows_per_s']:.0f} rows/s, close {stage['close_checkpoint_s']:.1f} s"
+            )
+            spec = search_spec(
+                str(path), data, work, size // data.per_user, args, big=False
+            )
             out["search"][str(size)] = run_search_worker(spec, work, args.repeat)
             log(f"embedded search at {size}: {brief(out['search'][str(size)])}")
             memory = PersistentMemory(path, embedding, **OPTIONS)
@@ -610,7 +667,9 @@ def run_embedded(args: argparse.Namespace, data: Data, work: Path) -> dict[str, 
             log(f"embedded exact check: {out['exact_check']}")
             if data.extra_rows:
                 out["insert_full"] = timed_add(memory, data, loaded, data.total)
-                log(f"embedded insert into full store: {out['insert_full']['rows_per_s']:.0f} rows/s")
+                log(
+                    f"embedded insert into full store: {out['insert_full']['rows_per_s']:.0f} rows/s"
+                )
         memory.close()
         out["limit_rows"] = limit
     finally:
@@ -669,50 +728,75 @@ def report(results: dict[str, Any]) -> str:
     pg = results.get("postgres") or {}
     em = results.get("embedded") or {}
     cfg = results["config"]
-    add(f"== {cfg['rows']:,} memories ({cfg['users']:,} users x {cfg['per_user']}), "
+    add(
+        f"== {cfg['rows']:,} memories ({cfg['users']:,} users x {cfg['per_user']}), "
         f"+ big user {cfg['big_rows']:,}, dim {cfg['dim']}, k=10; {cfg['cpus']} cores; "
-        f"load avg at start {cfg['load_start']:.2f}, end {results.get('load_end', 0):.2f}")
+        f"load avg at start {cfg['load_start']:.2f}, end {results.get('load_end', 0):.2f}"
+    )
     if pg:
-        add(f"PostgreSQL {pg['server_version']} + pgvector {pg['pgvector']}; "
-            + ", ".join(f"{k}={v}" for k, v in pg["settings"].items()))
+        add(
+            f"PostgreSQL {pg['server_version']} + pgvector {pg['pgvector']}; "
+            + ", ".join(f"{k}={v}" for k, v in pg["settings"].items())
+        )
     add("")
     add("-- insert throughput, add_many(batch_size=1000), rows/s")
     add(f"{'what':58} {'postgres':>10} {'embedded':>10} {'pg/emb':>7}")
     pa, ea = pg.get("insert_hnsw_empty"), em.get("insert_empty")
     if pa or ea:
         n = (pa or ea)["rows"]
-        add(f"{'empty store, first ' + format(n, ',') + ' rows (pg: HNSW maintained)':58} "
+        add(
+            f"{'empty store, first ' + format(n, ',') + ' rows (pg: HNSW maintained)':58} "
             f"{fmt(pa and pa['rows_per_s'], '.0f'):>10} {fmt(ea and ea['rows_per_s'], '.0f'):>10} "
-            f"{ratio(pa and pa['rows_per_s'], ea and ea['rows_per_s']):>7}")
-    em_stages = {(s['from'], s['rows']): s for s in em.get("stages", [])}
+            f"{ratio(pa and pa['rows_per_s'], ea and ea['rows_per_s']):>7}"
+        )
+    em_stages = {(s["from"], s["rows"]): s for s in em.get("stages", [])}
     for s in pg.get("stages", []) or em.get("stages", []):
         key = (s["from"], s["rows"])
-        p = next((x for x in pg.get("stages", []) if (x["from"], x["rows"]) == key), None)
+        p = next(
+            (x for x in pg.get("stages", []) if (x["from"], x["rows"]) == key), None
+        )
         e = em_stages.get(key)
-        what = (f"big user: {s['rows']:,} rows" if s.get("big_user")
-                else f"rows {s['from']:,}-{s['from'] + s['rows']:,}") + " (pg: bulk, no index)"
-        add(f"{what:58} {fmt(p and p['rows_per_s'], '.0f'):>10} {fmt(e and e['rows_per_s'], '.0f'):>10} "
-            f"{ratio(p and p['rows_per_s'], e and e['rows_per_s']):>7}")
+        what = (
+            f"big user: {s['rows']:,} rows"
+            if s.get("big_user")
+            else f"rows {s['from']:,}-{s['from'] + s['rows']:,}"
+        ) + " (pg: bulk, no index)"
+        add(
+            f"{what:58} {fmt(p and p['rows_per_s'], '.0f'):>10} {fmt(e and e['rows_per_s'], '.0f'):>10} "
+            f"{ratio(p and p['rows_per_s'], e and e['rows_per_s']):>7}"
+        )
     if pg.get("bulk_load"):
         b = pg["bulk_load"]
-        add(f"{'pg bulk load, all ' + format(b['rows'], ',') + ' rows':58} {b['rows_per_s']:>10.0f}")
+        add(
+            f"{'pg bulk load, all ' + format(b['rows'], ',') + ' rows':58} {b['rows_per_s']:>10.0f}"
+        )
         add(f"{'pg HNSW index build (s)':58} {pg['hnsw_build_s']:>10.0f}")
-        add(f"{'pg bulk load incl. index build':58} {b['with_build_rows_per_s']:>10.0f}")
+        add(
+            f"{'pg bulk load incl. index build':58} {b['with_build_rows_per_s']:>10.0f}"
+        )
     pc, ec = pg.get("insert_hnsw_full"), em.get("insert_full")
     if pc or ec:
         n = (pc or ec)["rows"]
-        add(f"{'into the full store, ' + format(n, ',') + ' rows (pg: HNSW maintained)':58} "
+        add(
+            f"{'into the full store, ' + format(n, ',') + ' rows (pg: HNSW maintained)':58} "
             f"{fmt(pc and pc['rows_per_s'], '.0f'):>10} {fmt(ec and ec['rows_per_s'], '.0f'):>10} "
-            f"{ratio(pc and pc['rows_per_s'], ec and ec['rows_per_s']):>7}")
+            f"{ratio(pc and pc['rows_per_s'], ec and ec['rows_per_s']):>7}"
+        )
     for s in em.get("stages", []):
         if "close_checkpoint_s" in s:
-            add(f"{'embedded close (final checkpoint) at ' + format(s['from'] + s['rows'], ','):58} "
-                f"{'':>10} {s['close_checkpoint_s']:>9.1f}s")
+            add(
+                f"{'embedded close (final checkpoint) at ' + format(s['from'] + s['rows'], ','):58} "
+                f"{'':>10} {s['close_checkpoint_s']:>9.1f}s"
+            )
     add("")
-    add(f"-- memory.search(k=10) per user, fresh process, {cfg['queries']} queries after "
-        f"{cfg['warmup']} warm-up, median of {cfg['repeat']} processes; ms")
-    add(f"{'size':>10} {'':9} {'pg p50':>8} {'pg p99':>8} {'emb p50':>8} {'emb p99':>8} "
-        f"{'p50 pg/emb':>10} {'p99 pg/emb':>10}")
+    add(
+        f"-- memory.search(k=10) per user, fresh process, {cfg['queries']} queries after "
+        f"{cfg['warmup']} warm-up, median of {cfg['repeat']} processes; ms"
+    )
+    add(
+        f"{'size':>10} {'':9} {'pg p50':>8} {'pg p99':>8} {'emb p50':>8} {'emb p99':>8} "
+        f"{'p50 pg/emb':>10} {'p99 pg/emb':>10}"
+    )
     keys = [str(s) for s in cfg["sizes"]] + ["final"]
     for key in keys:
         p, e = pg.get("search", {}).get(key), em.get("search", {}).get(key)
@@ -723,23 +807,41 @@ def report(results: dict[str, Any]) -> str:
         for name, prefix in (("default", ""), ("read-only", "readonly_")):
             pv = [p and p[prefix + "p50_ms"], p and p[prefix + "p99_ms"]]
             ev = [e and e[prefix + "p50_ms"], e and e[prefix + "p99_ms"]]
-            add(f"{label:>10} {name:9} {fmt(pv[0]):>8} {fmt(pv[1]):>8} {fmt(ev[0]):>8} {fmt(ev[1]):>8} "
-                f"{ratio(pv[0], ev[0]):>10} {ratio(pv[1], ev[1]):>10}")
+            add(
+                f"{label:>10} {name:9} {fmt(pv[0]):>8} {fmt(pv[1]):>8} {fmt(ev[0]):>8} {fmt(ev[1]):>8} "
+                f"{ratio(pv[0], ev[0]):>10} {ratio(pv[1], ev[1]):>10}"
+            )
             label = ""
         if (p and "big_p50_ms" in p) or (e and "big_p50_ms" in e):
             for name, prefix in (("big user", ""),):
-                pv = [p and p.get(prefix + "big_p50_ms"), p and p.get(prefix + "big_p99_ms")]
-                ev = [e and e.get(prefix + "big_p50_ms"), e and e.get(prefix + "big_p99_ms")]
-                add(f"{'':>10} {name:9} {fmt(pv[0]):>8} {fmt(pv[1]):>8} {fmt(ev[0]):>8} {fmt(ev[1]):>8} "
-                    f"{ratio(pv[0], ev[0]):>10} {ratio(pv[1], ev[1]):>10}")
-    add("   default: records use (one fsynced write per search); read-only: reinforcement=0."
-        f" Big user: {cfg.get('big_queries')} queries after 20 warm-up, default only.")
-    add("   * after the big user's rows (and on pg after the HNSW build); pg per-user search is exact"
-        f" (<= {20_000:,} candidates) at every size.")
+                pv = [
+                    p and p.get(prefix + "big_p50_ms"),
+                    p and p.get(prefix + "big_p99_ms"),
+                ]
+                ev = [
+                    e and e.get(prefix + "big_p50_ms"),
+                    e and e.get(prefix + "big_p99_ms"),
+                ]
+                add(
+                    f"{'':>10} {name:9} {fmt(pv[0]):>8} {fmt(pv[1]):>8} {fmt(ev[0]):>8} {fmt(ev[1]):>8} "
+                    f"{ratio(pv[0], ev[0]):>10} {ratio(pv[1], ev[1]):>10}"
+                )
+    add(
+        "   default: records use (one fsynced write per search); read-only: reinforcement=0."
+        f" Big user: {cfg.get('big_queries')} queries after 20 warm-up, default only."
+    )
+    add(
+        "   * after the big user's rows (and on pg after the HNSW build); pg per-user search is exact"
+        f" (<= {20_000:,} candidates) at every size."
+    )
     add("")
-    add("-- fresh process: open (PersistentMemory(...)) + first search, s; its memory, MiB")
-    add(f"{'size':>10} {'pg open+1st':>12} {'emb open+1st':>12} {'ratio':>7} "
-        f"{'pg HWM':>7} {'emb HWM':>8} {'emb anon':>9} {'emb file':>9}")
+    add(
+        "-- fresh process: open (PersistentMemory(...)) + first search, s; its memory, MiB"
+    )
+    add(
+        f"{'size':>10} {'pg open+1st':>12} {'emb open+1st':>12} {'ratio':>7} "
+        f"{'pg HWM':>7} {'emb HWM':>8} {'emb anon':>9} {'emb file':>9}"
+    )
     for key in keys:
         p, e = pg.get("search", {}).get(key), em.get("search", {}).get(key)
         if not p and not e:
@@ -747,33 +849,57 @@ def report(results: dict[str, Any]) -> str:
         size = (p or e).get("rows", key)
         pm = (p or {}).get("memory_mib") or {}
         emm = (e or {}).get("memory_mib") or {}
-        add(f"{int(size):>10,} {fmt(p and p['open_and_first_s']):>12} {fmt(e and e['open_and_first_s']):>12} "
+        add(
+            f"{int(size):>10,} {fmt(p and p['open_and_first_s']):>12} {fmt(e and e['open_and_first_s']):>12} "
             f"{ratio(p and p['open_and_first_s'], e and e['open_and_first_s']):>7} "
-            f"{pm.get('VmHWM', '-'):>7} {emm.get('VmHWM', '-'):>8} {emm.get('RssAnon', '-'):>9} {emm.get('RssFile', '-'):>9}")
+            f"{pm.get('VmHWM', '-'):>7} {emm.get('VmHWM', '-'):>8} {emm.get('RssAnon', '-'):>9} {emm.get('RssFile', '-'):>9}"
+        )
     if pg.get("recall"):
         r = pg["recall"]
         add("")
-        add(f"-- pg HNSW recall@10 vs exact (numpy), {r['queries']} queries, "
-            "memory._store._search(q, 10, filter)")
-        add(f"{'ef_search':>9} {'recall':>7} {'min':>5} {'=0':>4} {'p50 ms':>7} {'p99 ms':>7}   "
-            f"{'big-user recall':>15} {'min':>5} {'p50 ms':>7} {'p99 ms':>7} {'fallbacks':>9}")
+        add(
+            f"-- pg HNSW recall@10 vs exact (numpy), {r['queries']} queries, "
+            "memory._store._search(q, 10, filter)"
+        )
+        add(
+            f"{'ef_search':>9} {'recall':>7} {'min':>5} {'=0':>4} {'p50 ms':>7} {'p99 ms':>7}   "
+            f"{'big-user recall':>15} {'min':>5} {'p50 ms':>7} {'p99 ms':>7} {'fallbacks':>9}"
+        )
         for ef, entry in r["by_ef"].items():
             a, b = entry["all"], entry.get("big")
-            text = (f"{ef:>9} {a['recall_mean']:>7.3f} {a['recall_min']:>5.1f} {a['recall_zero']:>4} "
-                    f"{a['p50_ms']:>7.2f} {a['p99_ms']:>7.2f}   ")
+            text = (
+                f"{ef:>9} {a['recall_mean']:>7.3f} {a['recall_min']:>5.1f} {a['recall_zero']:>4} "
+                f"{a['p50_ms']:>7.2f} {a['p99_ms']:>7.2f}   "
+            )
             if b:
-                text += (f"{b['recall_mean']:>15.3f} {b['recall_min']:>5.1f} {b['p50_ms']:>7.2f} "
-                         f"{b['p99_ms']:>7.2f} {b['exact_fallbacks']:>9}")
+                text += (
+                    f"{b['recall_mean']:>15.3f} {b['recall_min']:>5.1f} {b['p50_ms']:>7.2f} "
+                    f"{b['p99_ms']:>7.2f} {b['exact_fallbacks']:>9}"
+                )
             add(text)
-        add("   =0: queries whose top 10 held none of the exact top 10 (search stuck in another cluster)."
-            f" Big user: the first {cfg.get('big_queries')} queries.")
-        add("   embedded: exact by construction (FAISS flat over the user's rows): recall 1.0"
-            + (f"; checked on 20 queries: {em['exact_check']}" if em.get("exact_check") else ""))
+        add(
+            "   =0: queries whose top 10 held none of the exact top 10 (search stuck in another cluster)."
+            f" Big user: the first {cfg.get('big_queries')} queries."
+        )
+        add(
+            "   embedded: exact by construction (FAISS flat over the user's rows): recall 1.0"
+            + (
+                f"; checked on 20 queries: {em['exact_check']}"
+                if em.get("exact_check")
+                else ""
+            )
+        )
     if pg.get("sizes_mib"):
         add("")
-        add("-- on disk, MiB: pg " + ", ".join(f"{k} {v}" for k, v in pg["sizes_mib"].items()))
+        add(
+            "-- on disk, MiB: pg "
+            + ", ".join(f"{k} {v}" for k, v in pg["sizes_mib"].items())
+        )
     if em.get("sizes_mib"):
-        add("   embedded directory: " + ", ".join(f"{k} {v}" for k, v in em["sizes_mib"].items()))
+        add(
+            "   embedded directory: "
+            + ", ".join(f"{k} {v}" for k, v in em["sizes_mib"].items())
+        )
     return "\n".join(lines)
 
 
@@ -788,24 +914,54 @@ def main() -> None:
     )
     parser.add_argument("--rows", type=int, default=1_000_000, help="regular memories")
     parser.add_argument("--per-user", type=int, default=100)
-    parser.add_argument("--big-rows", type=int, default=50_000, help="memories of one big user (0: none)")
-    parser.add_argument("--extra-rows", type=int, default=2_000, help="inserted into the full store")
-    parser.add_argument("--hnsw-insert-rows", type=int, default=20_000, help="pg (a): HNSW maintained, empty store")
+    parser.add_argument(
+        "--big-rows",
+        type=int,
+        default=50_000,
+        help="memories of one big user (0: none)",
+    )
+    parser.add_argument(
+        "--extra-rows", type=int, default=2_000, help="inserted into the full store"
+    )
+    parser.add_argument(
+        "--hnsw-insert-rows",
+        type=int,
+        default=20_000,
+        help="pg (a): HNSW maintained, empty store",
+    )
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--clusters", type=int, default=2_000)
     parser.add_argument("--intrinsic", type=int, default=24)
     parser.add_argument("--queries", type=int, default=1_000)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--recall-queries", type=int, default=200)
-    parser.add_argument("--big-queries", type=int, default=100, help="searches of the big user (timed, and for its recall)")
-    parser.add_argument("--repeat", type=int, default=3, help="fresh processes per search point")
+    parser.add_argument(
+        "--big-queries",
+        type=int,
+        default=100,
+        help="searches of the big user (timed, and for its recall)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="fresh processes per search point"
+    )
     parser.add_argument("--shared-buffers", default="2GB")
-    parser.add_argument("--build-memory", default="4GB", help="maintenance_work_mem for the HNSW build")
-    parser.add_argument("--embedded-max-rows", type=int, default=0, help="stop the embedded store at this size")
+    parser.add_argument(
+        "--build-memory", default="4GB", help="maintenance_work_mem for the HNSW build"
+    )
+    parser.add_argument(
+        "--embedded-max-rows",
+        type=int,
+        default=0,
+        help="stop the embedded store at this size",
+    )
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--skip-embedded", action="store_true")
-    parser.add_argument("--tmp", default=tempfile.gettempdir(), help="where the embedded stores go")
-    parser.add_argument("--keep", action="store_true", help="keep the embedded store directory")
+    parser.add_argument(
+        "--tmp", default=tempfile.gettempdir(), help="where the embedded stores go"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the embedded store directory"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write the results as JSON here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -821,13 +977,41 @@ def main() -> None:
     log("generating data")
     data = Data(args)
     config = {
-        "rows": args.rows, "users": data.users, "per_user": args.per_user,
-        "big_rows": args.big_rows, "extra_rows": args.extra_rows, "dim": args.dim,
-        "clusters": args.clusters, "intrinsic": args.intrinsic, "sizes": data.sizes,
-        "queries": args.queries, "warmup": args.warmup, "repeat": args.repeat,
-        "recall_queries": args.recall_queries, "big_queries": args.big_queries, "hnsw_insert_rows": args.hnsw_insert_rows,
-        "cpus": os.cpu_count(), "python": platform.python_version(),
-        "load_start": os.getloadavg()[0], "seed": args.seed,
+        "rows": args.rows,
+        "users": data.users,
+        "per_user": args.per_user,
+        "big_rows": args.big_rows,
+        "extra_rows": args.extra_rows,
+        "dim": args.dim,
+        "clusters": args.clusters,
+        "intrinsic": args.intrinsic,
+        "sizes": data.sizes,
+        "queries": args.queries,
+        "warmup": args.warmup,
+        "repeat": args.repeat,
+        "recall_queries": args.recall_queries,
+        "big_queries": args.big_queries,
+        "hnsw_insert_rows": args.hnsw_insert_rows,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_start": os.getloadavg()[0],
+        "seed": args.seed,
+    }
+    import langchain_persistent_memory as lpm  # noqa: PLC0415
+
+    package = Path(lpm.__file__).parent
+    config["package_dir"] = str(package)
+    config["package_files"] = {
+        name: time.strftime(
+            "%Y-%m-%d %H:%M:%S", time.gmtime((package / name).stat().st_mtime)
+        )
+        for name in (
+            "_postgres.py",
+            "memory.py",
+            "vectorstores.py",
+            "_db.py",
+            "_index.py",
+        )
     }
     results: dict[str, Any] = {"config": config}
     log(f"data ready: {data.total:,} vectors, {data.n_queries} queries")
