@@ -725,7 +725,7 @@ class PostgresStore:
         )
 
     @contextlib.contextmanager
-    def _bulk_load(self, *, memory: str = "1GB") -> Iterator[None]:
+    def _bulk_load(self, *, memory: str | None = None) -> Iterator[None]:
         """Load without the HNSW index, then build it once (much faster).
 
         Inserting into an HNSW index costs a graph search per row; building
@@ -743,13 +743,19 @@ class PostgresStore:
             self._deferred = False
             self._build_vector_index(memory=memory)
 
-    def _build_vector_index(self, *, memory: str = "1GB") -> None:
-        """Create the HNSW index if it is missing (after a bulk load)."""
-        if not re.fullmatch(r"\d+[kMG]B", memory):
+    def _build_vector_index(self, *, memory: str | None = None) -> None:
+        """Create the HNSW index if it is missing (after a bulk load).
+
+        `memory` (e.g. "4GB") overrides the server's `maintenance_work_mem`
+        for the build; the default keeps the server's. The graph of 1 M
+        vectors of 384 dimensions takes about 2 GB to build in memory.
+        """
+        if memory is not None and not re.fullmatch(r"\d+[kMG]B", memory):
             msg = f"memory must look like '512MB' or '1GB', got {memory!r}."
             raise ValueError(msg)
         with self._db.write() as con:
-            con.execute(f"SET LOCAL maintenance_work_mem = '{memory}'")
+            if memory is not None:
+                con.execute(f"SET LOCAL maintenance_work_mem = '{memory}'")
             row = con.execute(
                 "SELECT value FROM settings WHERE key = 'dimension'"
             ).fetchone()
