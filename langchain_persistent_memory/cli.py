@@ -226,10 +226,13 @@ def _store_path(args: argparse.Namespace) -> Path:
 
 
 def _location(args: argparse.Namespace) -> Path | str:
-    """The store's directory, or its PostgreSQL URL."""
-    if is_postgres_url(args.store):
-        return str(args.store)
-    return Path(args.store).expanduser()
+    """The store's directory, or its PostgreSQL URL (`--store`)."""
+    return _given(args.store)
+
+
+def _given(spec: str) -> Path | str:
+    """A store named on the command line: a PostgreSQL URL, or a directory."""
+    return spec if is_postgres_url(spec) else Path(spec).expanduser()
 
 
 def _require(location: Path | str) -> str:
@@ -651,10 +654,6 @@ def _cmd_stats(args: argparse.Namespace, out: _Output) -> int:
 def _open_for_copy(location: Path | str, model: str) -> PersistentMemory:
     """A store to copy from or into, opened without loading its model."""
     return PersistentMemory(location, _NoEmbedding(), embedding_model=model)
-
-
-def _given(spec: str) -> Path | str:
-    return spec if is_postgres_url(spec) else Path(spec).expanduser()
 
 
 def _cmd_migrate(args: argparse.Namespace, out: _Output) -> int:

@@ -854,8 +854,7 @@ class PersistentMemory:
             self._owned(con, memory_id, user_id)
         vector = self._embed(texts)[0]
         with self._db.write() as con:
-            label = self._owned_labels(con, [memory_id], user_id)
-            old = self._owned(con, memory_id, user_id)
+            label, old = self._owned_label(con, memory_id, user_id)
             meta = dict(old.metadata)
             if metadata is not None:
                 for key in [k for k in meta if k not in RESERVED_KEYS]:
@@ -865,8 +864,8 @@ class PersistentMemory:
                 meta["importance"] = importance
             meta["updated_at"] = time.time()
             meta["content_hash"] = _content_hash(texts[0])
-            kept = self._text.contexts(con, label)
-            put = _Put(memory_id, texts[0], meta, vector, kept.get(label[0]))
+            kept = self._text.contexts(con, [label]).get(label)
+            put = _Put(memory_id, texts[0], meta, vector, kept)
             self._put(con, [put], op="update")
         self._store._checkpointer.note(1)  # noqa: SLF001
         return Document(id=memory_id, page_content=texts[0], metadata=meta)
@@ -1602,11 +1601,17 @@ class PersistentMemory:
         ]
 
     def _owned(self, con: Connection, memory_id: str, user_id: str) -> Document:
+        return self._owned_label(con, memory_id, user_id)[1]
+
+    def _owned_label(
+        self, con: Connection, memory_id: str, user_id: str
+    ) -> tuple[int, Document]:
+        """The label and document of `user_id`'s memory, or `KeyError`."""
         labels = self._owned_labels(con, [memory_id], _check_id(user_id, "user_id"))
         if not labels:
             msg = f"User {user_id!r} has no memory {memory_id!r}."
             raise KeyError(msg)
-        return self._rows(labels)[0]
+        return labels[0], self._rows(labels)[0]
 
     def _use(
         self, con: Connection, labels: Sequence[int]
