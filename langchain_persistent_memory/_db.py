@@ -69,6 +69,26 @@ _SCHEMA = (
 )
 
 
+# LangGraph store items (`PersistentMemoryStore`): the memory of an indexed
+# item is `memory_id`; `user_id` is its owner, for `forget`.
+_STORE_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS store_items ("
+    " namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
+    " created_at {real} NOT NULL, updated_at {real} NOT NULL,"
+    " expires_at {real}, ttl_minutes {real}, memory_id TEXT,"
+    " user_id TEXT NOT NULL, PRIMARY KEY (namespace, key));"
+    "CREATE INDEX IF NOT EXISTS store_items_memory ON store_items (memory_id);"
+    "CREATE INDEX IF NOT EXISTS store_items_user ON store_items (user_id);"
+    "CREATE INDEX IF NOT EXISTS store_items_expiry ON store_items (expires_at)"
+    " WHERE expires_at IS NOT NULL"
+)
+
+
+def store_schema(real: str) -> tuple[str, ...]:
+    """The statements that create `store_items`, with the SQL type of reals."""
+    return tuple(_STORE_SCHEMA.format(real=real).split(";"))
+
+
 class Connection(Protocol):
     """What the stores' SQL runs on: a `sqlite3.Connection`, or PostgreSQL's."""
 

@@ -53,6 +53,19 @@ _TABLES = (
         ("seq",),
         ("user_id", "session_id", "message", "created_at", "pending", "attempts"),
     ),
+    (
+        "store_items",
+        ("namespace", "key"),
+        (
+            "value",
+            "created_at",
+            "updated_at",
+            "expires_at",
+            "ttl_minutes",
+            "memory_id",
+            "user_id",
+        ),
+    ),
 )
 
 
@@ -122,7 +135,7 @@ def _claim(source: PersistentMemory, target: PersistentMemory) -> None:
             raise PersistentMemoryError(msg)
         held = any(
             con.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()  # noqa: S608
-            for table in ("documents", "memory_audit", "chat_messages")
+            for table in ("documents", "memory_audit", "chat_messages", "store_items")
         )
         if held and (mark is None or mark[0] != origin):
             msg = (

@@ -39,7 +39,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from langchain_persistent_memory._db import SCHEMA_VERSION, Connection, parse_stored
+from langchain_persistent_memory._db import (
+    SCHEMA_VERSION,
+    Connection,
+    parse_stored,
+    store_schema,
+)
 from langchain_persistent_memory._filters import compile_filter, typed_value
 from langchain_persistent_memory.errors import (
     CorruptStoreError,
@@ -102,6 +107,7 @@ _SCHEMA = (
 
 # The memory tables (`PersistentMemory`'s part), as on SQLite.
 _MEMORY_SCHEMA = (
+    *store_schema("double precision"),
     (
         "CREATE TABLE IF NOT EXISTS memory_text ("
         " label bigint PRIMARY KEY, user_id text NOT NULL,"
@@ -155,6 +161,7 @@ _ALL_TABLES = frozenset(
         "memory_use",
         "embedding_cache",
         "chat_messages",
+        "store_items",
     }
 )
 

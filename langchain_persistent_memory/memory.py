@@ -32,7 +32,7 @@ from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.runnables.config import run_in_executor
 from typing_extensions import Self
 
-from langchain_persistent_memory._db import storable
+from langchain_persistent_memory._db import storable, store_schema
 from langchain_persistent_memory._defaults import default_embeddings
 from langchain_persistent_memory._filters import compile_filter
 from langchain_persistent_memory._postgres import (
@@ -133,6 +133,7 @@ _SQLITE_SCHEMA = (
         "CREATE VIRTUAL TABLE IF NOT EXISTS memory_fts"
         " USING fts5(text, context, scope, tokenize = 'porter unicode61')"
     ),
+    *store_schema("REAL"),
     (
         "CREATE TABLE IF NOT EXISTS memory_audit ("
         " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
@@ -902,6 +903,7 @@ class PersistentMemory:
                 self._remove(con, ids, labels)
             con.execute("DELETE FROM memory_audit WHERE user_id = ?", (user_id,))
             con.execute("DELETE FROM chat_messages WHERE user_id = ?", (user_id,))
+            con.execute("DELETE FROM store_items WHERE user_id = ?", (user_id,))
         if ids:
             self._store._checkpointer.note(len(ids))  # noqa: SLF001
         return len(ids)

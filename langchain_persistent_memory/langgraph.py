@@ -1,0 +1,1007 @@
+"""`PersistentMemoryStore`: LangGraph's long-term store on a `PersistentMemory`.
+
+A LangGraph graph, or an agent made with
+`langchain.agents.create_agent(..., store=...)`, reads and writes long-term
+memory through a `langgraph.store.base.BaseStore`. This one keeps it in a
+`PersistentMemory`, on a directory or on PostgreSQL, so it survives restarts
+and is shared by every process that opens the same store:
+
+    from langchain_persistent_memory import PersistentMemory
+    from langchain_persistent_memory.langgraph import PersistentMemoryStore
+
+    memory = PersistentMemory("./memory", embedding)
+    store = PersistentMemoryStore(memory, index={"fields": ["content"]})
+    store.put(("memories", "alice"), "tea", {"content": "Alice drinks green tea."})
+    store.search(("memories", "alice"), query="what does Alice drink?")
+
+How items and memories relate:
+
+- Every item lives in the `store_items` table of the memory's database: its
+  namespace, key, JSON value, times and TTL.
+- An item with text to index (the `fields` of `index`, or the put's own
+  `index=[...]`) is also one memory, whose text is the indexed texts joined
+  by newlines: that memory is what semantic search scores, by cosine
+  similarity, as in LangGraph's own stores. The memory belongs to the user
+  of the item's namespace.
+- The namespaces of `user_namespace` (default `("memories", "{user_id}")`)
+  are the users' memories. `("memories", "alice")` maps to
+  `user_id="alice"`: what an agent puts there, `memory.search(...,
+  user_id="alice")` finds; and what a chain added with
+  `memory.add(..., user_id="alice")` is an item of that namespace, whose key
+  is the memory's id and whose value is `{"content": text, "kind": ...,
+  "importance": ..., **metadata}`. Putting to that key makes it an item;
+  deleting it deletes the memory.
+- The items of other namespaces are indexed as the memories of the user
+  `"@" + ".".join(namespace)`, which no chain uses unless it means to.
+
+Differences from LangGraph's `InMemoryStore`: searches without a query
+list items newest first (as LangGraph's `PostgresStore` and `SqliteStore`
+do); an item with several indexed texts is one vector, not one per text;
+putting an item again with `index=False` drops its vector; `$gt`-style
+operators compare numbers with numbers and strings with strings, and other
+values never match; expired items are never returned, even before a sweep.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import logging
+import math
+import operator
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, cast
+
+from langchain_core.runnables.config import run_in_executor
+
+try:
+    from langgraph.store.base import (
+        BaseStore,
+        GetOp,
+        IndexConfig,
+        InvalidNamespaceError,
+        Item,
+        ListNamespacesOp,
+        MatchCondition,
+        Op,
+        PutOp,
+        Result,
+        SearchItem,
+        SearchOp,
+        TTLConfig,
+    )
+    from langgraph.store.base.embed import (
+        ensure_embeddings,
+        get_text_at_path,
+        tokenize_path,
+    )
+except ImportError as exc:  # pragma: no cover - depends on the install
+    msg = (
+        "PersistentMemoryStore needs LangGraph: "
+        "pip install 'langchain-persistent-memory[langgraph]'"
+    )
+    raise ImportError(msg) from exc
+
+from langchain_persistent_memory._db import storable
+from langchain_persistent_memory.memory import (
+    PersistentMemory,
+    _content_hash,
+    _Put,
+)
+from langchain_persistent_memory.vectorstores import _chunks, _marks
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping, Sequence
+
+    import numpy as np
+    from typing_extensions import Self
+
+    from langchain_persistent_memory._db import Connection
+
+__all__ = ["PersistentMemoryStore"]
+
+logger = logging.getLogger(__name__)
+
+_USER = "{user_id}"
+_ORDER = {
+    "$gt": operator.gt,
+    "$gte": operator.ge,
+    "$lt": operator.lt,
+    "$lte": operator.le,
+}
+_OPERATORS = frozenset({"$eq", "$ne", *_ORDER})
+# Memory metadata that a plain memory's value leaves out (the item has them).
+_NOT_IN_VALUE = frozenset({"user_id", "created_at", "updated_at", "content_hash"})
+_COLUMNS = (
+    "namespace, key, value, created_at, updated_at, expires_at, ttl_minutes, memory_id"
+)
+_LIVE = "(expires_at IS NULL OR expires_at > ?)"
+_MISSING = object()
+
+
+@dataclass
+class _Entry:
+    """One item as read: from `store_items`, or a plain memory of a user."""
+
+    namespace: tuple[str, ...]
+    key: str
+    value: dict[str, Any]
+    created_at: float
+    updated_at: float
+    ttl_minutes: float | None = None
+    memory_id: str | None = None
+    vector: np.ndarray | None = None
+
+    def item(self, score: float | None = None, *, search: bool = False) -> Item:
+        created = datetime.fromtimestamp(self.created_at, tz=timezone.utc)
+        updated = datetime.fromtimestamp(self.updated_at, tz=timezone.utc)
+        if search:
+            return SearchItem(
+                self.namespace, self.key, self.value, created, updated, score
+            )
+        return Item(
+            value=self.value,
+            key=self.key,
+            namespace=self.namespace,
+            created_at=created,
+            updated_at=updated,
+        )
+
+
+class PersistentMemoryStore(BaseStore):
+    """A LangGraph `BaseStore` whose items live in a `PersistentMemory`.
+
+    Args:
+        memory: The `PersistentMemory` to keep the items in, or the directory
+            or `postgresql://` URL of one to open (closed by `close()`).
+        index: Semantic search: `{"fields": [...], "embed": ..., "dims": ...}`
+            as in LangGraph. `fields` are the JSON paths of the text to embed
+            (default `["$"]`, the whole value as JSON); a put's
+            `index=[...]` or `index=False` overrides them for that item.
+            Embeddings are always the memory's: `embed`, if given, must be
+            that `Embeddings` object (or, when opening a path, is the
+            embedding to open it with), and `dims` must be its dimension.
+        ttl: LangGraph's `TTLConfig`: `default_ttl` (minutes) for puts that
+            give none, `refresh_on_read` (default True) for get and search,
+            and `sweep_interval_minutes` to start a thread that deletes
+            expired items (`start_ttl_sweeper`). Expired items are never
+            returned, swept or not.
+        user_namespace: The namespaces that are users' memories: a tuple with
+            one `"{user_id}"` label, default `("memories", "{user_id}")`.
+        **memory_options: Passed to `PersistentMemory` when `memory` is a
+            path or URL.
+
+    Raises:
+        TypeError: If an argument has the wrong type.
+        ValueError: If `index` or `user_namespace` is not valid, or `embed`
+            is not the memory's embedding.
+    """
+
+    supports_ttl: bool = True
+
+    def __init__(
+        self,
+        memory: PersistentMemory | str | os.PathLike[str],
+        *,
+        index: IndexConfig | None = None,
+        ttl: TTLConfig | None = None,
+        user_namespace: tuple[str, ...] = ("memories", _USER),
+        **memory_options: Any,
+    ) -> None:
+        """Wrap `memory` (or open the memory at a path or URL)."""
+        index = _check_index(index)
+        self._user_position = _check_user_namespace(user_namespace)
+        self._user_namespace = tuple(user_namespace)
+        self.ttl_config: TTLConfig = _check_ttl(ttl)
+        self.index_config = index
+        embed = index.get("embed")
+        if isinstance(memory, PersistentMemory):
+            if memory_options:
+                msg = (
+                    f"Options {sorted(memory_options)} only apply when opening a "
+                    "path or URL; the PersistentMemory given is already open."
+                )
+                raise TypeError(msg)
+            if embed is not None and embed is not memory._embedding:  # noqa: SLF001
+                msg = (
+                    "index['embed'] must be the memory's own embedding (or left "
+                    "out): the store's vectors are the memory's vectors."
+                )
+                raise ValueError(msg)
+            self._memory = memory
+            self._owned = False
+        elif isinstance(cast("object", memory), (str, os.PathLike)):
+            embedding = None if embed is None else ensure_embeddings(embed)
+            self._memory = PersistentMemory(memory, embedding, **memory_options)
+            self._owned = True
+        else:
+            msg = (
+                "memory must be a PersistentMemory, a directory or a "
+                f"postgresql:// URL, got {type(memory).__name__}."
+            )
+            raise TypeError(msg)
+        self._dims: int | None = index.get("dims")
+        self._fields = _tokenized(index.get("fields") or ["$"], "index['fields']")
+        self._db = self._memory._db  # noqa: SLF001
+        self._sweeper: threading.Thread | None = None
+        self._sweeper_stop = threading.Event()
+        self._sweeper_done: concurrent.futures.Future[None] | None = None
+        interval = self.ttl_config.get("sweep_interval_minutes")
+        if interval:
+            self.start_ttl_sweeper(interval)
+
+    @property
+    def memory(self) -> PersistentMemory:
+        """The memory the items live in."""
+        return self._memory
+
+    def user_id(self, namespace: tuple[str, ...]) -> str:
+        """The `user_id` under which the items of `namespace` are memories."""
+        namespace = tuple(namespace)
+        user = self._user_of_template(namespace)
+        return user if user is not None else "@" + ".".join(namespace)
+
+    def namespace(self, user_id: str) -> tuple[str, ...]:
+        """The namespace of `user_id`'s memories (from `user_namespace`)."""
+        template = list(self._user_namespace)
+        template[self._user_position] = user_id
+        return tuple(template)
+
+    def close(self) -> None:
+        """Stop the TTL sweeper; close the memory if the store opened it."""
+        self.stop_ttl_sweeper()
+        if self._owned:
+            self._memory.close()
+
+    def __enter__(self) -> Self:
+        """Return the store itself."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Close the store."""
+        self.close()
+
+    # ------------------------------------------------------------- batches
+
+    def batch(self, ops: Iterable[Op]) -> list[Result]:
+        """Run the operations in order; consecutive puts are one transaction.
+
+        Every operation is checked before any runs, so a bad one changes
+        nothing.
+        """
+        ops = list(ops)
+        for position, op in enumerate(ops):
+            self._check_op(op, position)
+        results: list[Result] = [None] * len(ops)
+        puts: dict[tuple[tuple[str, ...], str], PutOp] = {}
+        for position, op in enumerate(ops):
+            if isinstance(op, PutOp):
+                puts.pop((tuple(op.namespace), op.key), None)
+                puts[(tuple(op.namespace), op.key)] = op
+                continue
+            if puts:
+                self._write(list(puts.values()))
+                puts.clear()
+            if isinstance(op, GetOp):
+                results[position] = self._get(op)
+            elif isinstance(op, SearchOp):
+                results[position] = self._search(op)
+            elif isinstance(op, ListNamespacesOp):
+                results[position] = self._list_namespaces(op)
+        if puts:
+            self._write(list(puts.values()))
+        return results
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        """Async `batch`: the same work in a worker thread."""
+        return await run_in_executor(None, self.batch, list(ops))
+
+    # ----------------------------------------------------------------- TTL
+
+    def sweep_ttl(self) -> int:
+        """Delete the expired items (and their memories) now; return how many."""
+        now = time.time()
+        with self._db.write() as con:
+            rows = con.execute(
+                "SELECT namespace, key, memory_id FROM store_items"
+                " WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                (now,),
+            ).fetchall()
+            self._delete_memories(
+                con, [(_decode(ns), memory_id) for ns, _, memory_id in rows]
+            )
+            con.executemany(
+                "DELETE FROM store_items WHERE namespace = ? AND key = ?",
+                [(ns, key) for ns, key, _ in rows],
+            )
+        self._changed(len(rows))
+        return len(rows)
+
+    async def asweep_ttl(self) -> int:
+        """Async `sweep_ttl`."""
+        return await run_in_executor(None, self.sweep_ttl)
+
+    def start_ttl_sweeper(
+        self, sweep_interval_minutes: float | None = None
+    ) -> concurrent.futures.Future[None]:
+        """Sweep expired items every interval, in a daemon thread.
+
+        Args:
+            sweep_interval_minutes: Minutes between sweeps; default the
+                `ttl` config's `sweep_interval_minutes`, else 5.
+
+        Returns:
+            A future that completes when the sweeper stops.
+        """
+        if self._sweeper is not None and self._sweeper_done is not None:
+            return self._sweeper_done
+        minutes = (
+            sweep_interval_minutes or self.ttl_config.get("sweep_interval_minutes") or 5
+        )
+        if not isinstance(minutes, (int, float)) or not minutes > 0:
+            msg = f"sweep_interval_minutes must be > 0, got {minutes!r}."
+            raise ValueError(msg)
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._sweeper_stop.clear()
+
+        def run() -> None:
+            try:
+                while not self._sweeper_stop.wait(minutes * 60):
+                    self._sweep_logged()
+            finally:
+                done.set_result(None)
+
+        self._sweeper = threading.Thread(
+            target=run, name="lpm-ttl-sweeper", daemon=True
+        )
+        self._sweeper_done = done
+        self._sweeper.start()
+        return done
+
+    def _sweep_logged(self) -> None:
+        """One sweep of the sweeper thread: a failure is logged, not raised."""
+        try:
+            self.sweep_ttl()
+        except Exception:
+            logger.exception("PersistentMemoryStore: the TTL sweep failed")
+
+    def stop_ttl_sweeper(self, timeout: float | None = None) -> bool:
+        """Stop the sweeper thread; True if it has stopped (or never ran)."""
+        if self._sweeper is None:
+            return True
+        self._sweeper_stop.set()
+        self._sweeper.join(timeout)
+        stopped = not self._sweeper.is_alive()
+        if stopped:
+            self._sweeper = None
+        return stopped
+
+    # ---------------------------------------------------------------- checks
+
+    @staticmethod
+    def _check_op(op: object, position: int) -> None:
+        where = f"ops[{position}]"
+        if isinstance(op, PutOp):
+            _check_put(op, where)
+        elif isinstance(op, GetOp):
+            _check_namespace(op.namespace, where)
+            _check_key(op.key, where)
+        elif isinstance(op, SearchOp):
+            _check_search(op, where)
+        elif isinstance(op, ListNamespacesOp):
+            _check_list(op, where)
+        else:
+            msg = (
+                f"{where}: unknown operation {type(op).__name__}; expected GetOp, "
+                "PutOp, SearchOp or ListNamespacesOp."
+            )
+            raise TypeError(msg)
+
+    # ---------------------------------------------------------------- writes
+
+    def _texts(self, op: PutOp) -> str | None:
+        """The text to embed for a put, or None when it has none to index."""
+        if op.value is None or op.index is False:
+            return None
+        paths = self._fields if op.index is None else _tokenized(op.index, "index")
+        texts = [
+            storable(text, f"the text at {path!r} of {op.key!r}")
+            for path, tokens in paths
+            for text in get_text_at_path(op.value, tokens)
+            if text.strip()
+        ]
+        return "\n".join(texts) if texts else None
+
+    def _write(self, puts: Sequence[PutOp]) -> None:
+        texts = [self._texts(op) for op in puts]
+        wanted = [text for text in texts if text is not None]
+        embedded = self._memory._embed(wanted) if wanted else None  # noqa: SLF001
+        if embedded is not None and self._dims not in (None, embedded.shape[1]):
+            msg = (
+                f"index['dims'] is {self._dims} but the embedding gives vectors "
+                f"of {embedded.shape[1]}; fix dims or leave it out."
+            )
+            raise ValueError(msg)
+        vectors = iter([] if embedded is None else embedded)
+        now = time.time()
+        changed = 0
+        with self._db.write() as con:
+            for op, text in zip(puts, texts, strict=True):
+                vector = None if text is None else next(vectors)
+                changed += self._write_one(con, op, text, vector, now)
+        self._changed(changed)
+
+    def _write_one(
+        self,
+        con: Connection,
+        op: PutOp,
+        text: str | None,
+        vector: np.ndarray | None,
+        now: float,
+    ) -> int:
+        """Apply one put inside the write transaction; return memories changed."""
+        namespace = tuple(op.namespace)
+        encoded = _encode(namespace)
+        user = self.user_id(namespace)
+        row = con.execute(
+            "SELECT memory_id, created_at FROM store_items"
+            " WHERE namespace = ? AND key = ?",
+            (encoded, op.key),
+        ).fetchone()
+        plain = None
+        if row is None and self._user_of_template(namespace) is not None:
+            plain = self._plain(con, user, [op.key])
+        memory_id: str | None
+        if row is not None:
+            memory_id, created = row[0], row[1]
+        elif plain:
+            memory_id, created = op.key, plain[0].created_at
+        else:
+            memory_id, created = None, now
+        if op.value is None:
+            if memory_id is not None:
+                self._delete_memories(con, [(namespace, memory_id)])
+            con.execute(
+                "DELETE FROM store_items WHERE namespace = ? AND key = ?",
+                (encoded, op.key),
+            )
+            return 1 if memory_id else 0
+        changed = 0
+        if text is None or vector is None:
+            if memory_id is not None:
+                self._delete_memories(con, [(namespace, memory_id)])
+                changed = 1
+            memory_id = None
+        else:
+            memory_id = memory_id or uuid.uuid4().hex
+            meta = _memory_meta(op.value, user, created, now, text)
+            self._memory._put(  # noqa: SLF001
+                con,
+                [_Put(memory_id, text, meta, vector, None)],
+                op="update" if row is not None or plain else "add",
+            )
+            changed = 1
+        ttl = op.ttl
+        con.execute(
+            f"INSERT INTO store_items ({_COLUMNS}, user_id)"  # noqa: S608
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,"
+            " updated_at = excluded.updated_at, expires_at = excluded.expires_at,"
+            " ttl_minutes = excluded.ttl_minutes, memory_id = excluded.memory_id,"
+            " user_id = excluded.user_id",
+            (
+                encoded,
+                op.key,
+                _value_json(op.value, repr(op.key)),
+                created,
+                now,
+                None if ttl is None else now + ttl * 60,
+                ttl,
+                memory_id,
+                user,
+            ),
+        )
+        return changed
+
+    def _delete_memories(
+        self, con: Connection, owned: Sequence[tuple[tuple[str, ...], str | None]]
+    ) -> None:
+        """Delete the memories `(namespace, memory id)` inside the transaction."""
+        ids = [memory_id for _, memory_id in owned if memory_id]
+        if not ids:
+            return
+        users = {memory_id: self.user_id(ns) for ns, memory_id in owned if memory_id}
+        labels = {
+            doc_id: label
+            for part in _chunks(ids)
+            for label, doc_id in con.execute(
+                f"SELECT label, id FROM documents WHERE id IN ({_marks(part)})",  # noqa: S608
+                part,
+            )
+        }
+        present = [memory_id for memory_id in ids if memory_id in labels]
+        if not present:
+            return
+        memory = self._memory
+        memory._remove(con, present, [labels[m] for m in present])  # noqa: SLF001
+        for memory_id in present:
+            memory._audit(con, memory_id, users[memory_id], "delete")  # noqa: SLF001
+
+    def _changed(self, count: int) -> None:
+        if count:
+            self._memory._store._checkpointer.note(count)  # noqa: SLF001
+
+    # ----------------------------------------------------------------- reads
+
+    def _user_of_template(self, namespace: tuple[str, ...]) -> str | None:
+        template = self._user_namespace
+        if len(namespace) != len(template):
+            return None
+        for position, (want, label) in enumerate(zip(template, namespace, strict=True)):
+            if position != self._user_position and want != label:
+                return None
+        return namespace[self._user_position]
+
+    def _users_under(self, prefix: tuple[str, ...]) -> str | bool | None:
+        """Users whose namespace starts with `prefix`: one, all (None) or none."""
+        template = self._user_namespace
+        if len(prefix) > len(template):
+            return False
+        for position, label in enumerate(prefix):
+            if position != self._user_position and template[position] != label:
+                return False
+        if len(prefix) > self._user_position:
+            return prefix[self._user_position]
+        return None
+
+    def _plain(
+        self, con: Connection, user: str | None, ids: Sequence[str] | None = None
+    ) -> list[_Entry]:
+        """Memories not made by the store, as items: of `user` (None: all)."""
+        sql = (
+            "SELECT d.id, m.value FROM documents AS d JOIN metadata_index AS m"
+            " ON m.label = d.label AND m.key = 'user_id' AND m.type = 'str'"
+            " WHERE NOT EXISTS (SELECT 1 FROM store_items AS s"
+            " WHERE s.memory_id = d.id)"
+        )
+        params: list[Any] = []
+        if user is not None:
+            sql += " AND m.value = ?"
+            params.append(self._memory._store._bind(user))  # noqa: SLF001
+        if ids is not None:
+            sql += f" AND d.id IN ({_marks(ids)})"
+            params.extend(ids)
+        owners = dict(con.execute(sql, params).fetchall())
+        entries = []
+        for part in _chunks(sorted(owners)):
+            dumped = self._memory._store._dump(  # noqa: SLF001
+                con, after=None, ids=part, limit=len(part)
+            )
+            for _, doc_id, text, meta_json, vector in dumped:
+                meta = json.loads(meta_json)
+                value = {"content": text}
+                value.update((k, v) for k, v in meta.items() if k not in _NOT_IN_VALUE)
+                entries.append(
+                    _Entry(
+                        namespace=self.namespace(str(owners[doc_id])),
+                        key=doc_id,
+                        value=value,
+                        created_at=float(meta.get("created_at", 0.0)),
+                        updated_at=float(meta.get("updated_at", 0.0)),
+                        vector=vector,
+                    )
+                )
+        return entries
+
+    def _rows(
+        self,
+        con: Connection,
+        now: float,
+        *,
+        prefix: tuple[str, ...] = (),
+        key: str | None = None,
+    ) -> list[_Entry]:
+        """Live items of `store_items` under `prefix` (or at it, with `key`)."""
+        sql = f"SELECT {_COLUMNS} FROM store_items WHERE {_LIVE}"  # noqa: S608
+        params: list[Any] = [now]
+        if key is not None:
+            sql += " AND namespace = ? AND key = ?"
+            params += [_encode(prefix), key]
+        elif prefix:
+            start = _encode(prefix)[:-1] + ","
+            sql += " AND (namespace = ? OR substr(namespace, 1, ?) = ?)"
+            params += [_encode(prefix), len(start), start]
+        return [
+            _Entry(
+                namespace=_decode(ns),
+                key=item_key,
+                value=json.loads(value),
+                created_at=created,
+                updated_at=updated,
+                ttl_minutes=ttl,
+                memory_id=memory_id,
+            )
+            for ns, item_key, value, created, updated, _, ttl, memory_id in con.execute(
+                sql, params
+            )
+        ]
+
+    def _get(self, op: GetOp) -> Item | None:
+        namespace = tuple(op.namespace)
+        with self._db.read() as con:
+            found = self._rows(con, time.time(), prefix=namespace, key=op.key)
+            user = self._user_of_template(namespace)
+            if not found and user is not None:
+                found = self._plain(con, user, [op.key])
+        if not found:
+            return None
+        if op.refresh_ttl:
+            self._refresh(found)
+        return found[0].item()
+
+    def _search(self, op: SearchOp) -> list[SearchItem]:
+        prefix = tuple(op.namespace_prefix)
+        users = self._users_under(prefix)
+        with self._db.read() as con:
+            entries = self._rows(con, time.time(), prefix=prefix)
+            if users is not False:
+                entries += self._plain(con, cast("str | None", users))
+            if op.filter:
+                entries = [e for e in entries if _matches(e.value, op.filter)]
+            if op.query:
+                self._load_vectors(con, entries)
+        entries.sort(key=lambda e: (-e.updated_at, e.namespace, e.key))
+        scores: dict[int, float] = {}
+        if op.query:
+            scores = self._scores(op.query, entries)
+            entries.sort(key=lambda e: -scores.get(id(e), -math.inf))
+        page = entries[op.offset : op.offset + op.limit]
+        if op.refresh_ttl:
+            self._refresh(page)
+        return [
+            cast("SearchItem", e.item(scores.get(id(e)), search=True)) for e in page
+        ]
+
+    def _load_vectors(self, con: Connection, entries: Sequence[_Entry]) -> None:
+        """Fill in the vectors of items that have a memory."""
+        wanted = {e.memory_id: e for e in entries if e.memory_id and e.vector is None}
+        ids = sorted(wanted)
+        for part in _chunks(ids):
+            dumped = self._memory._store._dump(  # noqa: SLF001
+                con, after=None, ids=part, limit=len(part)
+            )
+            for _, doc_id, _, _, vector in dumped:
+                wanted[doc_id].vector = vector
+
+    def _scores(self, query: str, entries: Sequence[_Entry]) -> dict[int, float]:
+        """Cosine similarity of the query with each entry that has a vector."""
+        import numpy as np  # noqa: PLC0415
+
+        scored = [e for e in entries if e.vector is not None]
+        if not scored:
+            return {}
+        embedding = self._memory._embedding  # noqa: SLF001
+        query_vector = np.asarray(embedding.embed_query(query), dtype=np.float32)
+        matrix = np.stack([cast("np.ndarray", e.vector) for e in scored])
+        norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(query_vector)
+        similarity = (matrix @ query_vector) / np.where(norms == 0, 1, norms)
+        return {id(e): float(s) for e, s in zip(scored, similarity, strict=True)}
+
+    def _refresh(self, entries: Sequence[_Entry]) -> None:
+        """Push back the expiry of items with a TTL that were just read."""
+        timed = [e for e in entries if e.ttl_minutes is not None]
+        if not timed:
+            return
+        now = time.time()
+        with self._db.write() as con:
+            con.executemany(
+                "UPDATE store_items SET expires_at = ? WHERE namespace = ? AND key = ?",
+                [
+                    (now + (e.ttl_minutes or 0) * 60, _encode(e.namespace), e.key)
+                    for e in timed
+                ],
+            )
+
+    def _list_namespaces(self, op: ListNamespacesOp) -> list[tuple[str, ...]]:
+        with self._db.read() as con:
+            found = {
+                _decode(row[0])
+                for row in con.execute(
+                    f"SELECT DISTINCT namespace FROM store_items WHERE {_LIVE}",  # noqa: S608
+                    (time.time(),),
+                )
+            }
+            found.update(
+                self.namespace(str(row[0]))
+                for row in con.execute(
+                    "SELECT DISTINCT m.value FROM metadata_index AS m"
+                    " JOIN documents AS d ON d.label = m.label"
+                    " WHERE m.key = 'user_id' AND m.type = 'str'"
+                    " AND NOT EXISTS (SELECT 1 FROM store_items AS s"
+                    " WHERE s.memory_id = d.id)"
+                )
+            )
+        conditions = op.match_conditions or ()
+        kept = [ns for ns in found if all(_matches_path(c, ns) for c in conditions)]
+        if op.max_depth is not None:
+            kept = list({ns[: op.max_depth] for ns in kept})
+        return sorted(kept)[op.offset : op.offset + op.limit]
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _encode(namespace: Sequence[str]) -> str:
+    """A namespace as stored: a JSON array, so that prefixes are text prefixes."""
+    return json.dumps(list(namespace), ensure_ascii=False, separators=(",", ":"))
+
+
+def _decode(stored: str) -> tuple[str, ...]:
+    return tuple(json.loads(stored))
+
+
+def _value_json(value: Mapping[str, Any], where: str) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        msg = f"{where}: the value must be JSON (dicts, lists, str, numbers): {exc}."
+        raise TypeError(msg) from None
+    return storable(text, f"{where}: the value")
+
+
+def _memory_meta(
+    value: Mapping[str, Any], user: str, created: float, now: float, text: str
+) -> dict[str, Any]:
+    """The metadata of an item's memory: its user, kind, importance and times."""
+    kind = value.get("kind")
+    importance = value.get("importance")
+    if isinstance(importance, bool) or not isinstance(importance, (int, float)):
+        importance = 0.5
+    return {
+        "kind": kind if isinstance(kind, str) and kind.strip() else "fact",
+        "importance": min(max(float(importance), 0.0), 1.0),
+        "user_id": user,
+        "created_at": created,
+        "updated_at": now,
+        "content_hash": _content_hash(text),
+    }
+
+
+def _check_namespace(
+    namespace: object, where: str, *, writing: bool = False, prefix: bool = False
+) -> None:
+    if not isinstance(namespace, tuple):
+        msg = f"{where}: a namespace must be a tuple of str, got {namespace!r}."
+        raise InvalidNamespaceError(msg)
+    if not namespace and not prefix:
+        msg = f"{where}: the namespace is empty; give at least one label."
+        raise InvalidNamespaceError(msg)
+    for label in namespace:
+        if not isinstance(label, str) or not label:
+            msg = (
+                f"{where}: namespace labels must be non-empty str, got {label!r} "
+                f"in {namespace!r}."
+            )
+            raise InvalidNamespaceError(msg)
+        if writing and ("." in label or "\x00" in label):
+            msg = (
+                f"{where}: namespace label {label!r} contains '.' or NUL, which "
+                "LangGraph reserves; use another character."
+            )
+            raise InvalidNamespaceError(msg)
+        storable(label, f"{where}: namespace label")
+    if writing and namespace[0] == "langgraph":
+        msg = f"{where}: the root label 'langgraph' is reserved by LangGraph."
+        raise InvalidNamespaceError(msg)
+
+
+def _check_put(op: PutOp, where: str) -> None:
+    _check_namespace(op.namespace, where, writing=True)
+    _check_key(op.key, where)
+    if op.value is not None:
+        if not isinstance(op.value, dict):
+            msg = (
+                f"{where}: the value of {op.key!r} must be a dict, got "
+                f"{type(op.value).__name__}."
+            )
+            raise TypeError(msg)
+        _value_json(op.value, f"{where} (key {op.key!r})")
+    if op.index not in (None, False):
+        _tokenized(op.index, f"{where}.index")
+    _check_minutes(op.ttl, f"{where}: ttl")
+
+
+def _check_search(op: SearchOp, where: str) -> None:
+    _check_namespace(op.namespace_prefix, where, prefix=True)
+    _check_count(op.limit, f"{where}: limit", 0)
+    _check_count(op.offset, f"{where}: offset", 0)
+    if op.filter is not None:
+        _check_filter(op.filter, f"{where}.filter")
+    query: object = op.query
+    if query is not None and not isinstance(query, str):
+        msg = f"{where}: query must be a str, got {type(query).__name__}."
+        raise TypeError(msg)
+
+
+def _check_list(op: ListNamespacesOp, where: str) -> None:
+    for condition in op.match_conditions or ():
+        if condition.match_type not in ("prefix", "suffix"):
+            msg = (
+                f"{where}: match_type must be 'prefix' or 'suffix', "
+                f"got {condition.match_type!r}."
+            )
+            raise ValueError(msg)
+        _check_namespace(tuple(condition.path), where, prefix=True)
+    if op.max_depth is not None:
+        _check_count(op.max_depth, f"{where}: max_depth", 1)
+    _check_count(op.limit, f"{where}: limit", 0)
+    _check_count(op.offset, f"{where}: offset", 0)
+
+
+def _check_count(number: object, name: str, least: int) -> None:
+    if isinstance(number, bool) or not isinstance(number, int) or number < least:
+        msg = f"{name} must be an int >= {least}, got {number!r}."
+        raise ValueError(msg)
+
+
+def _check_minutes(minutes: object, name: str) -> None:
+    if minutes is not None and (
+        isinstance(minutes, bool)
+        or not isinstance(minutes, (int, float))
+        or not minutes > 0
+    ):
+        msg = f"{name} must be minutes > 0 or None, got {minutes!r}."
+        raise ValueError(msg)
+
+
+def _check_key(key: object, where: str) -> None:
+    if not isinstance(key, str) or not key:
+        msg = f"{where}: the key must be a non-empty str, got {key!r}."
+        raise TypeError(msg)
+    storable(key, f"{where}: the key")
+
+
+def _check_filter(flt: object, where: str) -> None:
+    if not isinstance(flt, dict):
+        msg = f"{where} must be a dict of value fields, got {type(flt).__name__}."
+        raise TypeError(msg)
+    for field, wanted in flt.items():
+        if isinstance(wanted, dict):
+            operators = [k for k in wanted if isinstance(k, str) and k.startswith("$")]
+            unknown = sorted(set(operators) - _OPERATORS)
+            if unknown:
+                msg = (
+                    f"{where}[{field!r}]: unknown operator {unknown[0]!r}; use "
+                    f"one of {sorted(_OPERATORS)}."
+                )
+                raise ValueError(msg)
+            if operators and len(operators) != len(wanted):
+                msg = (
+                    f"{where}[{field!r}] mixes operators and fields; give either "
+                    "{'$gt': 1, ...} or a nested value to match."
+                )
+                raise ValueError(msg)
+            if not operators:
+                _check_filter(wanted, f"{where}[{field!r}]")
+
+
+def _matches(value: Mapping[str, Any], flt: Mapping[str, Any]) -> bool:
+    return all(_match(value.get(k, _MISSING), want) for k, want in flt.items())
+
+
+def _match(actual: Any, want: Any) -> bool:
+    if isinstance(want, dict):
+        if any(isinstance(k, str) and k.startswith("$") for k in want):
+            return all(_operator(actual, op, arg) for op, arg in want.items())
+        return isinstance(actual, dict) and _matches(actual, want)
+    if isinstance(want, (list, tuple)):
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(want)
+            and all(_match(a, w) for a, w in zip(actual, want, strict=True))
+        )
+    return actual is not _MISSING and _same(actual, want)
+
+
+def _same(actual: Any, want: Any) -> bool:
+    """JSON equality: `True` is not `1`."""
+    if isinstance(actual, bool) or isinstance(want, bool):
+        return isinstance(actual, bool) and isinstance(want, bool) and actual == want
+    return bool(actual == want)
+
+
+def _operator(actual: Any, op: str, arg: Any) -> bool:
+    if op == "$eq":
+        return _match(actual, arg)
+    if op == "$ne":
+        return not _match(actual, arg)
+    numbers = all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in (actual, arg)
+    )
+    if not numbers and not (isinstance(actual, str) and isinstance(arg, str)):
+        return False  # a missing field, or values of different kinds
+    return bool(_ORDER[op](actual, arg))
+
+
+def _matches_path(condition: MatchCondition, namespace: tuple[str, ...]) -> bool:
+    path = tuple(condition.path)
+    if len(path) > len(namespace):
+        return False
+    part = (
+        namespace[: len(path)]
+        if condition.match_type == "prefix"
+        else namespace[len(namespace) - len(path) :]
+    )
+    return all(want in ("*", label) for want, label in zip(path, part, strict=True))
+
+
+def _tokenized(fields: object, where: str) -> list[tuple[str, Any]]:
+    if isinstance(fields, str) or not isinstance(fields, (list, tuple)):
+        msg = f"{where} must be a list of JSON paths like ['content'], got {fields!r}."
+        raise TypeError(msg)
+    paths = []
+    for path in fields:
+        if not isinstance(path, str) or not path:
+            msg = f"{where} must hold non-empty str paths, got {path!r}."
+            raise TypeError(msg)
+        paths.append((path, path if path == "$" else tokenize_path(path)))
+    return paths
+
+
+def _check_index(index: object) -> IndexConfig:
+    if index is None:
+        return {}
+    if not isinstance(index, dict):
+        msg = f"index must be a dict like {{'fields': ['content']}}, got {index!r}."
+        raise TypeError(msg)
+    unknown = sorted(set(index) - {"dims", "embed", "fields"})
+    if unknown:
+        msg = f"index has unknown keys {unknown}; it takes dims, embed and fields."
+        raise ValueError(msg)
+    if index.get("dims") is not None:
+        _check_count(index["dims"], "index['dims']", 1)
+    return cast("IndexConfig", dict(index))
+
+
+def _check_ttl(ttl: object) -> TTLConfig:
+    if ttl is None:
+        return {}
+    if not isinstance(ttl, dict):
+        msg = f"ttl must be a TTLConfig dict, got {type(ttl).__name__}."
+        raise TypeError(msg)
+    known = {"default_ttl", "refresh_on_read", "sweep_interval_minutes", "omit_expired"}
+    unknown = sorted(set(ttl) - known)
+    if unknown:
+        msg = f"ttl has unknown keys {unknown}; it takes {sorted(known)}."
+        raise ValueError(msg)
+    for name in ("default_ttl", "sweep_interval_minutes"):
+        _check_minutes(ttl.get(name), f"ttl[{name!r}]")
+    return cast("TTLConfig", dict(ttl))
+
+
+def _check_user_namespace(template: object) -> int:
+    if not isinstance(template, tuple) or not all(
+        isinstance(label, str) and label for label in template
+    ):
+        msg = (
+            "user_namespace must be a tuple of str with one '{user_id}' label, "
+            f"such as ('memories', '{{user_id}}'); got {template!r}."
+        )
+        raise TypeError(msg)
+    if template.count(_USER) != 1:
+        msg = (
+            "user_namespace must have exactly one '{user_id}' label, such as "
+            f"('memories', '{{user_id}}'); got {template!r}."
+        )
+        raise ValueError(msg)
+    _check_namespace(
+        tuple("user" if label == _USER else label for label in template),
+        "user_namespace",
+        writing=True,
+    )
+    return template.index(_USER)
