@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def test_agent_notebook_saves_then_a_new_process_recalls() -> None:
         for cell in notebook.cells
         if cell.cell_type == "code"
     ]
-    setup, schemas, monday, nosy, tuesday = outputs
+    setup, schemas, monday, nosy, tuesday, as_store, langmem, later = outputs
     assert "[scripted model, not an LLM]" in setup
     assert "offline" in setup
     assert "save_memory(content, kind, importance)" in schemas
@@ -82,3 +83,27 @@ def test_agent_notebook_saves_then_a_new_process_recalls() -> None:
     assert bobs not in tuesday
     assert "long stories" not in tuesday
     assert "thanks" not in tuesday
+
+    # The same memory as a LangGraph store: Monday's memories are Ada's items.
+    assert "namespaces: [('memories', 'ada'), ('memories', 'bob')]" in as_store
+    lines = as_store.splitlines()[1:]
+    assert [line.split()[1] for line in lines] == [short, dentists]
+    assert all(0 < float(line.split()[0]) <= 1 for line in lines)
+
+    # LangMem's manage_memory tool saved through the store; memory.search
+    # finds it for Ada, and Bob's memory does not hold it.
+    saved_by_langmem = re.search(r"created memory ([0-9a-f-]{36})", langmem)
+    assert saved_by_langmem is not None
+    assert "memory.search found: I deploy everything on PostgreSQL." in langmem
+    assert "in Bob's memory too: False" in langmem
+
+    # A new process: LangMem's search tool finds it first, then Monday's.
+    found = json.loads(later.split("[tool search_memory] ", 1)[1])
+    assert next(item["key"] for item in found) == saved_by_langmem.group(1)
+    assert {item["key"] for item in found} == {
+        saved_by_langmem.group(1),
+        short,
+        dentists,
+    }
+    assert all(item["namespace"] == ["memories", "ada"] for item in found)
+    assert bobs not in later
