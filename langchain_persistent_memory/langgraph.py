@@ -455,12 +455,12 @@ class PersistentMemoryStore(BaseStore):
         ).fetchone()
         plain = None
         if row is None and self._user_of_template(namespace) is not None:
-            plain = self._plain(con, user, [op.key])
+            plain = self._plain(con, user, _key_forms(op.key))
         memory_id: str | None
         if row is not None:
             memory_id, created = row[0], row[1]
         elif plain:
-            memory_id, created = op.key, plain[0].created_at
+            memory_id, created = plain[0].key, plain[0].created_at
         else:
             memory_id, created = None, now
         if op.value is None:
@@ -637,7 +637,7 @@ class PersistentMemoryStore(BaseStore):
             found = self._rows(con, time.time(), prefix=namespace, key=op.key)
             user = self._user_of_template(namespace)
             if not found and user is not None:
-                found = self._plain(con, user, [op.key])
+                found = self._plain(con, user, _key_forms(op.key))
         if not found:
             return None
         if op.refresh_ttl:
@@ -743,6 +743,19 @@ def _encode(namespace: Sequence[str]) -> str:
 
 def _decode(stored: str) -> tuple[str, ...]:
     return tuple(json.loads(stored))
+
+
+def _key_forms(key: str) -> list[str]:
+    """`key`, and the memory id it names if it is a UUID written another way.
+
+    Memory ids are 32 hex digits; tools that type ids as UUIDs (LangMem's)
+    send them back as `str(UUID)`, with dashes.
+    """
+    try:
+        memory_id = uuid.UUID(key).hex
+    except ValueError:
+        return [key]
+    return [key] if memory_id == key else [key, memory_id]
 
 
 def _value_json(value: Mapping[str, Any], where: str) -> str:
