@@ -448,27 +448,32 @@ class PersistentMemoryStore(BaseStore):
         namespace = tuple(op.namespace)
         encoded = _encode(namespace)
         user = self.user_id(namespace)
-        row = con.execute(
-            "SELECT memory_id, created_at FROM store_items"
-            " WHERE namespace = ? AND key = ?",
-            (encoded, op.key),
-        ).fetchone()
-        plain = None
-        if row is None and self._user_of_template(namespace) is not None:
-            plain = self._plain(con, user, _key_forms(op.key))
-        memory_id: str | None
+        forms = _key_forms(op.key)
+        rows = con.execute(
+            "SELECT key, memory_id, created_at, expires_at FROM store_items"  # noqa: S608
+            f" WHERE namespace = ? AND key IN ({_marks(forms)})",
+            (encoded, *forms),
+        ).fetchall()
+        row = min(rows, key=lambda r: forms.index(r[0])) if rows else None
+        key, memory_id, created = op.key, None, now
         if row is not None:
-            memory_id, created = row[0], row[1]
-        elif plain:
-            memory_id, created = plain[0].key, plain[0].created_at
-        else:
-            memory_id, created = None, now
+            key, memory_id = row[0], row[1]
+            if row[3] is None or row[3] > now:  # an expired item is gone
+                created = row[2]
+        elif self._user_of_template(namespace) is not None:
+            plain = self._plain(con, user, forms)
+            if plain:  # a memory of the user's: the item keeps its id as key
+                key, memory_id, created = (
+                    plain[0].key,
+                    plain[0].key,
+                    plain[0].created_at,
+                )
         if op.value is None:
             if memory_id is not None:
                 self._delete_memories(con, [(namespace, memory_id)])
             con.execute(
                 "DELETE FROM store_items WHERE namespace = ? AND key = ?",
-                (encoded, op.key),
+                (encoded, key),
             )
             return 1 if memory_id else 0
         changed = 0
@@ -478,12 +483,11 @@ class PersistentMemoryStore(BaseStore):
                 changed = 1
             memory_id = None
         else:
+            audit = "add" if memory_id is None else "update"
             memory_id = memory_id or uuid.uuid4().hex
             meta = _memory_meta(op.value, user, created, now, text)
             self._memory._put(  # noqa: SLF001
-                con,
-                [_Put(memory_id, text, meta, vector, None)],
-                op="update" if row is not None or plain else "add",
+                con, [_Put(memory_id, text, meta, vector, None)], op=audit
             )
             changed = 1
         ttl = op.ttl
@@ -496,7 +500,7 @@ class PersistentMemoryStore(BaseStore):
             " user_id = excluded.user_id",
             (
                 encoded,
-                op.key,
+                key,
                 _value_json(op.value, repr(op.key)),
                 created,
                 now,
@@ -604,14 +608,14 @@ class PersistentMemoryStore(BaseStore):
         now: float,
         *,
         prefix: tuple[str, ...] = (),
-        key: str | None = None,
+        keys: Sequence[str] | None = None,
     ) -> list[_Entry]:
-        """Live items of `store_items` under `prefix` (or at it, with `key`)."""
+        """Live items of `store_items` under `prefix` (or at it, with `keys`)."""
         sql = f"SELECT {_COLUMNS} FROM store_items WHERE {_LIVE}"  # noqa: S608
         params: list[Any] = [now]
-        if key is not None:
-            sql += " AND namespace = ? AND key = ?"
-            params += [_encode(prefix), key]
+        if keys is not None:
+            sql += f" AND namespace = ? AND key IN ({_marks(keys)})"
+            params += [_encode(prefix), *keys]
         elif prefix:
             start = _encode(prefix)[:-1] + ","
             sql += " AND (namespace = ? OR substr(namespace, 1, ?) = ?)"
@@ -634,10 +638,12 @@ class PersistentMemoryStore(BaseStore):
     def _get(self, op: GetOp) -> Item | None:
         namespace = tuple(op.namespace)
         with self._db.read() as con:
-            found = self._rows(con, time.time(), prefix=namespace, key=op.key)
+            forms = _key_forms(op.key)
+            found = self._rows(con, time.time(), prefix=namespace, keys=forms)
+            found.sort(key=lambda e: forms.index(e.key))
             user = self._user_of_template(namespace)
             if not found and user is not None:
-                found = self._plain(con, user, _key_forms(op.key))
+                found = self._plain(con, user, forms)
         if not found:
             return None
         if op.refresh_ttl:
@@ -749,7 +755,7 @@ def _key_forms(key: str) -> list[str]:
     """`key`, and the memory id it names if it is a UUID written another way.
 
     Memory ids are 32 hex digits; tools that type ids as UUIDs (LangMem's)
-    send them back as `str(UUID)`, with dashes.
+    send them back as `str(UUID)`, with dashes. Both forms name one item.
     """
     try:
         memory_id = uuid.UUID(key).hex

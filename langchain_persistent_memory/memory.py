@@ -868,6 +868,7 @@ class PersistentMemory:
             kept = self._text.contexts(con, [label]).get(label)
             put = _Put(memory_id, texts[0], meta, vector, kept)
             self._put(con, [put], op="update")
+            _update_store_item(con, memory_id, texts[0], importance, meta["updated_at"])
         self._store._checkpointer.note(1)  # noqa: SLF001
         return Document(id=memory_id, page_content=texts[0], metadata=meta)
 
@@ -929,6 +930,12 @@ class PersistentMemory:
             )
         self._store._delete_rows(con, ids)  # noqa: SLF001
         self._text.drop(con, labels)
+        # A LangGraph store item whose memory this was goes with it.
+        for part in _chunks(ids):
+            con.execute(
+                f"DELETE FROM store_items WHERE memory_id IN ({_marks(part)})",  # noqa: S608
+                part,
+            )
         for part in _chunks(labels):
             con.execute(
                 f"DELETE FROM memory_use WHERE label IN ({_marks(part)})",  # noqa: S608
@@ -1690,6 +1697,31 @@ class PersistentMemory:
 
 
 # ------------------------------------------------------------------ helpers
+
+
+def _update_store_item(
+    con: Connection,
+    memory_id: str,
+    text: str,
+    importance: float | None,
+    at: float,
+) -> None:
+    """The LangGraph store item of an updated memory takes its text as `content`."""
+    row = con.execute(
+        "SELECT namespace, key, value FROM store_items WHERE memory_id = ?",
+        (memory_id,),
+    ).fetchone()
+    if row is None:
+        return
+    value = json.loads(row[2])
+    value["content"] = text
+    if importance is not None:
+        value["importance"] = importance
+    con.execute(
+        "UPDATE store_items SET value = ?, updated_at = ?"
+        " WHERE namespace = ? AND key = ?",
+        (json.dumps(value, ensure_ascii=False), at, row[0], row[1]),
+    )
 
 
 def _open_store(
