@@ -53,7 +53,7 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, cast
 
@@ -153,6 +153,16 @@ class _Entry:
         )
 
 
+@dataclass
+class _Plan:
+    """What one transaction of puts writes once every put is looked at."""
+
+    added: list[_Put] = field(default_factory=list)
+    updated: list[_Put] = field(default_factory=list)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    changed: int = 0
+
+
 class PersistentMemoryStore(BaseStore):
     """A LangGraph `BaseStore` whose items live in a `PersistentMemory`.
 
@@ -225,7 +235,7 @@ class PersistentMemoryStore(BaseStore):
                 f"postgresql:// URL, got {type(memory).__name__}."
             )
             raise TypeError(msg)
-        self._dims: int | None = index.get("dims")
+        _check_dims(self._memory, index.get("dims"))
         self._fields = _tokenized(index.get("fields") or ["$"], "index['fields']")
         self._db = self._memory._db  # noqa: SLF001
         self._sweeper: threading.Thread | None = None
@@ -275,14 +285,17 @@ class PersistentMemoryStore(BaseStore):
         nothing.
         """
         ops = list(ops)
+        texts: dict[int, str | None] = {}
         for position, op in enumerate(ops):
             self._check_op(op, position)
+            if isinstance(op, PutOp):
+                texts[position] = self._texts(op, f"ops[{position}]")
         results: list[Result] = [None] * len(ops)
-        puts: dict[tuple[tuple[str, ...], str], PutOp] = {}
+        puts: dict[tuple[tuple[str, ...], str], tuple[PutOp, str | None]] = {}
         for position, op in enumerate(ops):
             if isinstance(op, PutOp):
                 puts.pop((tuple(op.namespace), op.key), None)
-                puts[(tuple(op.namespace), op.key)] = op
+                puts[(tuple(op.namespace), op.key)] = (op, texts[position])
                 continue
             if puts:
                 self._write(list(puts.values()))
@@ -340,12 +353,10 @@ class PersistentMemoryStore(BaseStore):
         """
         if self._sweeper is not None and self._sweeper_done is not None:
             return self._sweeper_done
-        minutes = (
-            sweep_interval_minutes or self.ttl_config.get("sweep_interval_minutes") or 5
-        )
-        if not isinstance(minutes, (int, float)) or not minutes > 0:
-            msg = f"sweep_interval_minutes must be > 0, got {minutes!r}."
-            raise ValueError(msg)
+        minutes = sweep_interval_minutes
+        if minutes is None:
+            minutes = self.ttl_config.get("sweep_interval_minutes") or 5
+        _check_minutes(minutes, "sweep_interval_minutes")
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._sweeper_stop.clear()
 
@@ -404,47 +415,67 @@ class PersistentMemoryStore(BaseStore):
 
     # ---------------------------------------------------------------- writes
 
-    def _texts(self, op: PutOp) -> str | None:
+    def _texts(self, op: PutOp, where: str) -> str | None:
         """The text to embed for a put, or None when it has none to index."""
         if op.value is None or op.index is False:
             return None
         paths = self._fields if op.index is None else _tokenized(op.index, "index")
         texts = [
-            storable(text, f"the text at {path!r} of {op.key!r}")
+            _text(text, f"{where}: the text at {path!r} of {op.key!r}")
             for path, tokens in paths
             for text in get_text_at_path(op.value, tokens)
             if text.strip()
         ]
         return "\n".join(texts) if texts else None
 
-    def _write(self, puts: Sequence[PutOp]) -> None:
-        texts = [self._texts(op) for op in puts]
+    def _write(self, puts: Sequence[tuple[PutOp, str | None]]) -> None:
+        """Apply puts in one transaction: items, memories and cached vectors."""
+        texts = [text for _, text in puts]
         wanted = [text for text in texts if text is not None]
-        embedded = self._memory._embed(wanted) if wanted else None  # noqa: SLF001
-        if embedded is not None and self._dims not in (None, embedded.shape[1]):
-            msg = (
-                f"index['dims'] is {self._dims} but the embedding gives vectors "
-                f"of {embedded.shape[1]}; fix dims or leave it out."
-            )
-            raise ValueError(msg)
-        vectors = iter([] if embedded is None else embedded)
+        memory = self._memory
+        hashes, cached, missing = memory._cache_lookup(wanted)  # noqa: SLF001
+        fresh = (
+            memory._embedding.embed_documents([wanted[i] for i in missing])  # noqa: SLF001
+            if missing
+            else []
+        )
         now = time.time()
-        changed = 0
+        plan = _Plan()
         with self._db.write() as con:
-            for op, text in zip(puts, texts, strict=True):
+            vectors = iter(
+                memory._cache_fill(  # noqa: SLF001
+                    wanted, hashes, cached, missing, fresh, con=con
+                )
+                if wanted
+                else []
+            )
+            for op, text in puts:
                 vector = None if text is None else next(vectors)
-                changed += self._write_one(con, op, text, vector, now)
-        self._changed(changed)
+                self._plan_one(con, op, text, vector, now=now, plan=plan)
+            for audit, pending in (("add", plan.added), ("update", plan.updated)):
+                memory._put(con, pending, op=audit)  # noqa: SLF001
+            con.executemany(
+                f"INSERT INTO store_items ({_COLUMNS}, user_id)"  # noqa: S608
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,"
+                " updated_at = excluded.updated_at, expires_at = excluded.expires_at,"
+                " ttl_minutes = excluded.ttl_minutes, memory_id = excluded.memory_id,"
+                " user_id = excluded.user_id",
+                plan.rows,
+            )
+        self._changed(plan.changed)
 
-    def _write_one(
+    def _plan_one(
         self,
         con: Connection,
         op: PutOp,
         text: str | None,
         vector: np.ndarray | None,
+        *,
         now: float,
-    ) -> int:
-        """Apply one put inside the write transaction; return memories changed."""
+        plan: _Plan,
+    ) -> None:
+        """Add one put to `plan`; deletions are done at once, in `con`."""
         namespace = tuple(op.namespace)
         encoded = _encode(namespace)
         user = self.user_id(namespace)
@@ -463,41 +494,27 @@ class PersistentMemoryStore(BaseStore):
         elif self._user_of_template(namespace) is not None:
             plain = self._plain(con, user, forms)
             if plain:  # a memory of the user's: the item keeps its id as key
-                key, memory_id, created = (
-                    plain[0].key,
-                    plain[0].key,
-                    plain[0].created_at,
-                )
-        if op.value is None:
+                key = memory_id = plain[0].key
+                created = plain[0].created_at
+        if op.value is None or text is None or vector is None:
             if memory_id is not None:
                 self._delete_memories(con, [(namespace, memory_id)])
-            con.execute(
-                "DELETE FROM store_items WHERE namespace = ? AND key = ?",
-                (encoded, key),
-            )
-            return 1 if memory_id else 0
-        changed = 0
-        if text is None or vector is None:
-            if memory_id is not None:
-                self._delete_memories(con, [(namespace, memory_id)])
-                changed = 1
+                plan.changed += 1
             memory_id = None
+            if op.value is None:
+                con.execute(
+                    "DELETE FROM store_items WHERE namespace = ? AND key = ?",
+                    (encoded, key),
+                )
+                return
         else:
-            audit = "add" if memory_id is None else "update"
+            pending = plan.added if memory_id is None else plan.updated
             memory_id = memory_id or uuid.uuid4().hex
             meta = _memory_meta(op.value, user, created, now, text)
-            self._memory._put(  # noqa: SLF001
-                con, [_Put(memory_id, text, meta, vector, None)], op=audit
-            )
-            changed = 1
+            pending.append(_Put(memory_id, text, meta, vector, None))
+            plan.changed += 1
         ttl = op.ttl
-        con.execute(
-            f"INSERT INTO store_items ({_COLUMNS}, user_id)"  # noqa: S608
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value,"
-            " updated_at = excluded.updated_at, expires_at = excluded.expires_at,"
-            " ttl_minutes = excluded.ttl_minutes, memory_id = excluded.memory_id,"
-            " user_id = excluded.user_id",
+        plan.rows.append(
             (
                 encoded,
                 key,
@@ -508,9 +525,8 @@ class PersistentMemoryStore(BaseStore):
                 ttl,
                 memory_id,
                 user,
-            ),
+            )
         )
-        return changed
 
     def _delete_memories(
         self, con: Connection, owned: Sequence[tuple[tuple[str, ...], str | None]]
@@ -588,8 +604,8 @@ class PersistentMemoryStore(BaseStore):
             )
             for _, doc_id, text, meta_json, vector in dumped:
                 meta = json.loads(meta_json)
-                value = {"content": text}
-                value.update((k, v) for k, v in meta.items() if k not in _NOT_IN_VALUE)
+                value = {k: v for k, v in meta.items() if k not in _NOT_IN_VALUE}
+                value["content"] = text  # the memory's text, whatever its metadata
                 entries.append(
                     _Entry(
                         namespace=self.namespace(str(owners[doc_id])),
@@ -765,12 +781,29 @@ def _key_forms(key: str) -> list[str]:
 
 
 def _value_json(value: Mapping[str, Any], where: str) -> str:
+    _check_json_keys(value, where)
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         msg = f"{where}: the value must be JSON (dicts, lists, str, numbers): {exc}."
         raise TypeError(msg) from None
     return storable(text, f"{where}: the value")
+
+
+def _check_json_keys(value: object, where: str) -> None:
+    """Object keys must be str: JSON would silently turn `1` into `"1"`."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if not isinstance(key, str):
+                msg = (
+                    f"{where}: the value has the key {key!r} "
+                    f"({type(key).__name__}); JSON object keys must be str."
+                )
+                raise TypeError(msg)
+            _check_json_keys(inner, where)
+    elif isinstance(value, (list, tuple)):
+        for inner in value:
+            _check_json_keys(inner, where)
 
 
 def _memory_meta(
@@ -817,6 +850,38 @@ def _check_namespace(
     if writing and namespace[0] == "langgraph":
         msg = f"{where}: the root label 'langgraph' is reserved by LangGraph."
         raise InvalidNamespaceError(msg)
+
+
+def _check_dims(memory: PersistentMemory, dims: int | None) -> None:
+    """`index["dims"]` must be the dimension of the memory's vectors."""
+    if dims is None:
+        return
+    with memory._db.read() as con:  # noqa: SLF001
+        row = con.execute(
+            "SELECT value FROM settings WHERE key = 'dimension'"
+        ).fetchone()
+    known = (
+        int(row[0])
+        if row is not None
+        else len(memory._embedding.embed_query("dimension"))  # noqa: SLF001
+    )
+    if known != dims:
+        msg = (
+            f"index['dims'] is {dims} but the memory's embedding gives vectors "
+            f"of {known}; fix dims or leave it out."
+        )
+        raise ValueError(msg)
+
+
+def _text(text: str, where: str) -> str:
+    """Text that both backends can store: valid Unicode, without NUL."""
+    if "\x00" in text:
+        msg = (
+            f"{where} contains a NUL character, which PostgreSQL cannot store; "
+            "remove it (e.g. text.replace('\\x00', ''))."
+        )
+        raise ValueError(msg)
+    return storable(text, where)
 
 
 def _check_put(op: PutOp, where: str) -> None:
@@ -882,31 +947,31 @@ def _check_key(key: object, where: str) -> None:
     if not isinstance(key, str) or not key:
         msg = f"{where}: the key must be a non-empty str, got {key!r}."
         raise TypeError(msg)
-    storable(key, f"{where}: the key")
+    _text(key, f"{where}: the key {key!r}")
 
 
 def _check_filter(flt: object, where: str) -> None:
     if not isinstance(flt, dict):
         msg = f"{where} must be a dict of value fields, got {type(flt).__name__}."
         raise TypeError(msg)
-    for field, wanted in flt.items():
+    for name, wanted in flt.items():
         if isinstance(wanted, dict):
             operators = [k for k in wanted if isinstance(k, str) and k.startswith("$")]
             unknown = sorted(set(operators) - _OPERATORS)
             if unknown:
                 msg = (
-                    f"{where}[{field!r}]: unknown operator {unknown[0]!r}; use "
+                    f"{where}[{name!r}]: unknown operator {unknown[0]!r}; use "
                     f"one of {sorted(_OPERATORS)}."
                 )
                 raise ValueError(msg)
             if operators and len(operators) != len(wanted):
                 msg = (
-                    f"{where}[{field!r}] mixes operators and fields; give either "
+                    f"{where}[{name!r}] mixes operators and fields; give either "
                     "{'$gt': 1, ...} or a nested value to match."
                 )
                 raise ValueError(msg)
             if not operators:
-                _check_filter(wanted, f"{where}[{field!r}]")
+                _check_filter(wanted, f"{where}[{name!r}]")
 
 
 def _matches(value: Mapping[str, Any], flt: Mapping[str, Any]) -> bool:
@@ -927,6 +992,23 @@ def _match(actual: Any, want: Any) -> bool:
     return actual is not _MISSING and _same(actual, want)
 
 
+def _equal(actual: Any, want: Any) -> bool:
+    """JSON equality of whole values (objects have the same keys)."""
+    if isinstance(want, dict):
+        return (
+            isinstance(actual, dict)
+            and actual.keys() == want.keys()
+            and all(_equal(actual[k], w) for k, w in want.items())
+        )
+    if isinstance(want, (list, tuple)):
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(want)
+            and all(_equal(a, w) for a, w in zip(actual, want, strict=True))
+        )
+    return _same(actual, want)
+
+
 def _same(actual: Any, want: Any) -> bool:
     """JSON equality: `True` is not `1`."""
     if isinstance(actual, bool) or isinstance(want, bool):
@@ -936,9 +1018,9 @@ def _same(actual: Any, want: Any) -> bool:
 
 def _operator(actual: Any, op: str, arg: Any) -> bool:
     if op == "$eq":
-        return _match(actual, arg)
+        return actual is not _MISSING and _equal(actual, arg)
     if op == "$ne":
-        return not _match(actual, arg)
+        return actual is _MISSING or not _equal(actual, arg)
     numbers = all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in (actual, arg)
     )

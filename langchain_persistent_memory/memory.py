@@ -82,6 +82,10 @@ _AUDIT = (
     "INSERT INTO memory_audit (memory_id, user_id, op, text, metadata, at)"
     " VALUES (?, ?, ?, ?, ?, ?)"
 )
+_CACHE_PUT = (
+    "INSERT INTO embedding_cache (model, text_hash, vector) VALUES (?, ?, ?)"
+    " ON CONFLICT (model, text_hash) DO UPDATE SET vector = excluded.vector"
+)
 _POSTGRES_OPTIONS = frozenset(
     {"embedding_model", "pool_size", "busy_timeout", "ef_search", "distance"}
 )
@@ -1670,8 +1674,13 @@ class PersistentMemory:
         cached: dict[bytes, bytes],
         missing: Sequence[int],
         fresh: Sequence[Sequence[float]],
+        *,
+        con: Connection | None = None,
     ) -> np.ndarray:
-        """Check and store the fresh vectors; return all vectors in order."""
+        """Check and store the fresh vectors; return all vectors in order.
+
+        They are stored in `con`'s transaction if given, else in their own.
+        """
         self._cache_hits += len(texts) - len(missing)
         if missing:
             checked = self._store._check_vectors(  # noqa: SLF001
@@ -1679,16 +1688,15 @@ class PersistentMemory:
             )
             self._embedding_calls += 1
             self._embedded_texts += len(missing)
-            with self._db.write() as con:
-                con.executemany(
-                    "INSERT INTO embedding_cache (model, text_hash, vector)"
-                    " VALUES (?, ?, ?) ON CONFLICT (model, text_hash)"
-                    " DO UPDATE SET vector = excluded.vector",
-                    [
-                        (self._model, hashes[i], row.tobytes())
-                        for i, row in zip(missing, checked, strict=True)
-                    ],
-                )
+            rows = [
+                (self._model, hashes[i], row.tobytes())
+                for i, row in zip(missing, checked, strict=True)
+            ]
+            if con is not None:
+                con.executemany(_CACHE_PUT, rows)
+            else:
+                with self._db.write() as own:
+                    own.executemany(_CACHE_PUT, rows)
             for i, row in zip(missing, checked, strict=True):
                 cached[hashes[i]] = row.tobytes()
         return np.stack(
