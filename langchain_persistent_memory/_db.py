@@ -73,7 +73,7 @@ _SCHEMA = (
 # item is `memory_id`; `user_id` is its owner, for `forget`.
 _STORE_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS store_items ("
-    " namespace TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
+    " namespace TEXT {bytewise} NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
     " created_at {real} NOT NULL, updated_at {real} NOT NULL,"
     " expires_at {real}, ttl_minutes {real}, memory_id TEXT,"
     " user_id TEXT NOT NULL, PRIMARY KEY (namespace, key));"
@@ -84,9 +84,14 @@ _STORE_SCHEMA = (
 )
 
 
-def store_schema(real: str) -> tuple[str, ...]:
-    """The statements that create `store_items`, with the SQL type of reals."""
-    return tuple(_STORE_SCHEMA.format(real=real).split(";"))
+def store_schema(real: str, bytewise: str = "") -> tuple[str, ...]:
+    """The statements that create `store_items`.
+
+    `real` is the SQL type of reals; `bytewise` the collation that compares
+    text byte by byte (SQLite's default; `COLLATE "C"` on PostgreSQL), so
+    that a namespace prefix is a range of the primary key.
+    """
+    return tuple(_STORE_SCHEMA.format(real=real, bytewise=bytewise).split(";"))
 
 
 class Connection(Protocol):

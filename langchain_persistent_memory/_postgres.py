@@ -107,7 +107,7 @@ _SCHEMA = (
 
 # The memory tables (`PersistentMemory`'s part), as on SQLite.
 _MEMORY_SCHEMA = (
-    *store_schema("double precision"),
+    *store_schema("double precision", 'COLLATE "C"'),
     (
         "CREATE TABLE IF NOT EXISTS memory_text ("
         " label bigint PRIMARY KEY, user_id text NOT NULL,"

@@ -130,12 +130,19 @@ class _Entry:
 
     namespace: tuple[str, ...]
     key: str
-    value: dict[str, Any]
+    raw: str | dict[str, Any]  # the value, as stored until first read
     created_at: float
     updated_at: float
     ttl_minutes: float | None = None
     memory_id: str | None = None
     vector: np.ndarray | None = None
+
+    @property
+    def value(self) -> dict[str, Any]:
+        """The item's value (decoded once, when first needed)."""
+        if isinstance(self.raw, str):
+            self.raw = cast("dict[str, Any]", json.loads(self.raw))
+        return self.raw
 
     def item(self, score: float | None = None, *, search: bool = False) -> Item:
         created = datetime.fromtimestamp(self.created_at, tz=timezone.utc)
@@ -610,7 +617,7 @@ class PersistentMemoryStore(BaseStore):
                     _Entry(
                         namespace=self.namespace(str(owners[doc_id])),
                         key=doc_id,
-                        value=value,
+                        raw=value,
                         created_at=float(meta.get("created_at", 0.0)),
                         updated_at=float(meta.get("updated_at", 0.0)),
                         vector=vector,
@@ -633,14 +640,18 @@ class PersistentMemoryStore(BaseStore):
             sql += f" AND namespace = ? AND key IN ({_marks(keys)})"
             params += [_encode(prefix), *keys]
         elif prefix:
-            start = _encode(prefix)[:-1] + ","
-            sql += " AND (namespace = ? OR substr(namespace, 1, ?) = ?)"
-            params += [_encode(prefix), len(start), start]
+            # '["a","b"' starts the namespace and those under it, and no
+            # other: JSON closes every label with '"'. The next string
+            # after all of them ends in '#', the character after '"'.
+            start = _encode(prefix)[:-1]
+            sql += " AND namespace >= ? AND namespace < ?"
+            params += [start, start[:-1] + "#"]
+        names: dict[str, tuple[str, ...]] = {}
         return [
             _Entry(
-                namespace=_decode(ns),
+                namespace=names.get(ns) or names.setdefault(ns, _decode(ns)),
                 key=item_key,
-                value=json.loads(value),
+                raw=value,
                 created_at=created,
                 updated_at=updated,
                 ttl_minutes=ttl,
@@ -738,15 +749,21 @@ class PersistentMemoryStore(BaseStore):
                     (time.time(),),
                 )
             }
+            # Users with more memories than items: some memories are plain.
+            memories = con.execute(
+                "SELECT value, count(*) FROM metadata_index"
+                " WHERE key = 'user_id' AND type = 'str' GROUP BY value"
+            ).fetchall()
+            items = dict(
+                con.execute(
+                    "SELECT user_id, count(*) FROM store_items"
+                    " WHERE memory_id IS NOT NULL GROUP BY user_id"
+                ).fetchall()
+            )
             found.update(
-                self.namespace(str(row[0]))
-                for row in con.execute(
-                    "SELECT DISTINCT m.value FROM metadata_index AS m"
-                    " JOIN documents AS d ON d.label = m.label"
-                    " WHERE m.key = 'user_id' AND m.type = 'str'"
-                    " AND NOT EXISTS (SELECT 1 FROM store_items AS s"
-                    " WHERE s.memory_id = d.id)"
-                )
+                self.namespace(str(user))
+                for user, count in memories
+                if count > items.get(str(user), 0)
             )
         conditions = op.match_conditions or ()
         kept = [ns for ns in found if all(_matches_path(c, ns) for c in conditions)]
