@@ -39,7 +39,9 @@ list items newest first (as LangGraph's `PostgresStore` and `SqliteStore`
 do); an item with several indexed texts is one vector, not one per text;
 putting an item again with `index=False` drops its vector; `$gt`-style
 operators compare numbers with numbers and strings with strings, and other
-values never match; expired items are never returned, even before a sweep.
+values never match (`InMemoryStore` raises on a missing field); `true` is
+not `1`; expired items are never returned, even before a sweep (their
+memories leave `memory.search` when they are swept).
 """
 
 from __future__ import annotations
@@ -590,6 +592,8 @@ class PersistentMemoryStore(BaseStore):
         self, con: Connection, user: str | None, ids: Sequence[str] | None = None
     ) -> list[_Entry]:
         """Memories not made by the store, as items: of `user` (None: all)."""
+        if ids is not None and not ids:
+            return []
         sql = (
             "SELECT d.id, m.value FROM documents AS d JOIN metadata_index AS m"
             " ON m.label = d.label AND m.key = 'user_id' AND m.type = 'str'"
@@ -632,10 +636,15 @@ class PersistentMemoryStore(BaseStore):
         *,
         prefix: tuple[str, ...] = (),
         keys: Sequence[str] | None = None,
+        where: str = "",
+        params: Sequence[Any] = (),
     ) -> list[_Entry]:
-        """Live items of `store_items` under `prefix` (or at it, with `keys`)."""
-        sql = f"SELECT {_COLUMNS} FROM store_items WHERE {_LIVE}"  # noqa: S608
-        params: list[Any] = [now]
+        """Live items of `store_items` under `prefix` (or at it, with `keys`).
+
+        `where`, with its `params`, is one more condition.
+        """
+        sql = f"SELECT {_COLUMNS} FROM store_items WHERE {_LIVE}{where}"  # noqa: S608
+        params = [now, *params]
         if keys is not None:
             sql += f" AND namespace = ? AND key IN ({_marks(keys)})"
             params += [_encode(prefix), *keys]
@@ -680,6 +689,8 @@ class PersistentMemoryStore(BaseStore):
     def _search(self, op: SearchOp) -> list[SearchItem]:
         prefix = tuple(op.namespace_prefix)
         users = self._users_under(prefix)
+        if op.query and not op.filter and isinstance(users, str):
+            return self._search_user(op, prefix, users)
         with self._db.read() as con:
             entries = self._rows(con, time.time(), prefix=prefix)
             if users is not False:
@@ -694,6 +705,68 @@ class PersistentMemoryStore(BaseStore):
             scores = self._scores(op.query, entries)
             entries.sort(key=lambda e: -scores.get(id(e), -math.inf))
         page = entries[op.offset : op.offset + op.limit]
+        if op.refresh_ttl:
+            self._refresh(page)
+        return [
+            cast("SearchItem", e.item(scores.get(id(e)), search=True)) for e in page
+        ]
+
+    def _search_user(
+        self, op: SearchOp, prefix: tuple[str, ...], user: str
+    ) -> list[SearchItem]:
+        """A query over one user's namespace, unfiltered: the index ranks it.
+
+        The user's memories (items of the namespace, and plain ones) are
+        ranked by the memory's own vector index, as `memory.search` ranks
+        them; the few items under `prefix` that are not (deeper namespaces,
+        items with no indexed text) are scored here or follow unscored.
+        """
+        assert op.query is not None  # noqa: S101 - checked by the caller
+        memory = self._memory
+        query = memory._embedding.embed_query(op.query)  # noqa: SLF001
+        encoded = _encode(self.namespace(user))
+        now = time.time()
+        with self._db.read() as con:
+            hidden = con.execute(
+                "SELECT count(*) FROM store_items WHERE namespace = ?"
+                " AND memory_id IS NOT NULL AND expires_at <= ?",
+                (encoded, now),
+            ).fetchone()[0]
+        wanted = op.offset + op.limit
+        hits, _ = memory._store._search(  # noqa: SLF001
+            query, wanted + hidden, {"user_id": user}
+        )
+        with self._db.read() as con:
+            ids = _ids_of(con, [label for label, _ in hits])
+            scored = {ids[label]: score for label, score in hits if label in ids}
+            mine = [*scored]
+            entries = [
+                entry
+                for part in _chunks(mine)
+                for entry in self._rows(
+                    con,
+                    now,
+                    where=f" AND namespace = ? AND memory_id IN ({_marks(part)})",
+                    params=[encoded, *part],
+                )
+            ]
+            linked = {e.memory_id for e in entries}
+            entries += self._plain(con, user, [m for m in mine if m not in linked])
+            others = self._rows(
+                con,
+                now,
+                prefix=prefix,
+                where=" AND (namespace <> ? OR memory_id IS NULL)",
+                params=[encoded],
+            )
+            self._load_vectors(con, others)
+        scores = {id(e): scored[e.memory_id or e.key] for e in entries}
+        scores.update(self._scores(op.query, others))
+        found = sorted(
+            [*entries, *others], key=lambda e: (-e.updated_at, e.namespace, e.key)
+        )
+        found.sort(key=lambda e: -scores.get(id(e), -math.inf))
+        page = found[op.offset : op.offset + op.limit]
         if op.refresh_ttl:
             self._refresh(page)
         return [
@@ -773,6 +846,18 @@ class PersistentMemoryStore(BaseStore):
 
 
 # ------------------------------------------------------------------ helpers
+
+
+def _ids_of(con: Connection, labels: Sequence[int]) -> dict[int, str]:
+    """Memory ids by label."""
+    return {
+        label: doc_id
+        for part in _chunks(list(labels))
+        for label, doc_id in con.execute(
+            f"SELECT label, id FROM documents WHERE label IN ({_marks(part)})",  # noqa: S608
+            part,
+        )
+    }
 
 
 def _encode(namespace: Sequence[str]) -> str:

@@ -1421,3 +1421,37 @@ def test_migrate_copies_the_store_items(tmp_path: Path, postgres_url: str) -> No
             assert texts_of(target, "marathons", "eva") == [
                 "Eva eats oatmeal before a race"
             ]
+
+
+def test_a_users_query_ranks_as_the_exact_scan(
+    store: PersistentMemoryStore, memory: PersistentMemory
+) -> None:
+    """One user's unfiltered query goes through the memory's vector index.
+
+    The filtered path scores every candidate exactly; a filter that every
+    item passes must give the same page, for every offset, as the index.
+    """
+    rng = random.Random(7)
+    user = ("memories", "vic")
+    for i in range(60):
+        words = " ".join(rng.sample(WORDS, 4))
+        store.put(user, f"k{i}", {"content": f"item {i} {words}", "n": i})
+    for i in range(8):
+        memory.add(f"Vic told the chain fact {i}: {WORDS[i]}", user_id="vic")
+    store.put(user, "plain-text", {"content": "unindexed", "n": -1}, index=False)
+    store.put((*user, "deeper"), "d", {"content": "deeper item cat", "n": 99})
+    store.put(user, "gone", {"content": "expired cat item", "n": 98}, ttl=0.001)
+    store.put(("memories", "other"), "o", {"content": "other user's cat", "n": 0})
+    time.sleep(0.1)
+    everyone = {"n": {"$ne": "never"}}  # forces the exact, filtered path
+    for query in ("cat", "item 3", "Vic told the chain"):
+        full = store.search(user, query=query, limit=200, filter=everyone)
+        assert {i.key for i in full} >= {"plain-text", "d"}
+        assert "gone" not in {i.key for i in full}
+        assert all(tuple(i.namespace[:2]) == user for i in full)
+        assert len(full) == 60 + 8 + 2
+        assert full[-1].key == "plain-text"
+        assert full[-1].score is None
+        for offset, limit in [(0, 10), (5, 7), (60, 20), (68, 5), (0, 200)]:
+            page = store.search(user, query=query, offset=offset, limit=limit)
+            assert_same_ranking(page, full[offset : offset + limit], (query, offset))
