@@ -458,9 +458,12 @@ class PersistentMemoryStore(BaseStore):
                 if wanted
                 else []
             )
-            for op, text in puts:
+            found = self._existing(con, [op for op, _ in puts], now)
+            for position, (op, text) in enumerate(puts):
                 vector = None if text is None else next(vectors)
-                self._plan_one(con, op, text, vector, now=now, plan=plan)
+                self._plan_one(
+                    con, op, text, vector, found.get(position), now=now, plan=plan
+                )
             for audit, pending in (("add", plan.added), ("update", plan.updated)):
                 memory._put(con, pending, op=audit)  # noqa: SLF001
             con.executemany(
@@ -480,6 +483,7 @@ class PersistentMemoryStore(BaseStore):
         op: PutOp,
         text: str | None,
         vector: np.ndarray | None,
+        existing: tuple[str, str | None, float | None] | None,
         *,
         now: float,
         plan: _Plan,
@@ -488,23 +492,10 @@ class PersistentMemoryStore(BaseStore):
         namespace = tuple(op.namespace)
         encoded = _encode(namespace)
         user = self.user_id(namespace)
-        forms = _key_forms(op.key)
-        rows = con.execute(
-            "SELECT key, memory_id, created_at, expires_at FROM store_items"  # noqa: S608
-            f" WHERE namespace = ? AND key IN ({_marks(forms)})",
-            (encoded, *forms),
-        ).fetchall()
-        row = min(rows, key=lambda r: forms.index(r[0])) if rows else None
         key, memory_id, created = op.key, None, now
-        if row is not None:
-            key, memory_id = row[0], row[1]
-            if row[3] is None or row[3] > now:  # an expired item is gone
-                created = row[2]
-        elif self._user_of_template(namespace) is not None:
-            plain = self._plain(con, user, forms)
-            if plain:  # a memory of the user's: the item keeps its id as key
-                key = memory_id = plain[0].key
-                created = plain[0].created_at
+        if existing is not None:
+            key, memory_id = existing[0], existing[1]
+            created = now if existing[2] is None else existing[2]
         if op.value is None or text is None or vector is None:
             if memory_id is not None:
                 self._delete_memories(con, [(namespace, memory_id)])
@@ -536,6 +527,57 @@ class PersistentMemoryStore(BaseStore):
                 user,
             )
         )
+
+    def _existing(
+        self, con: Connection, ops: Sequence[PutOp], now: float
+    ) -> dict[int, tuple[str, str | None, float | None]]:
+        """What each put (by position) replaces: `(key, memory id, created)`.
+
+        The key is the stored form of the put's key; the memory id is that
+        of the item, or of the user's plain memory the key names; created is
+        None for an expired item (a put starts it anew). Looked up with a
+        few queries for the whole batch.
+        """
+        groups: dict[str, list[tuple[int, list[str]]]] = {}
+        for position, op in enumerate(ops):
+            groups.setdefault(_encode(op.namespace), []).append(
+                (position, _key_forms(op.key))
+            )
+        found: dict[int, tuple[str, str | None, float | None]] = {}
+        for encoded, group in groups.items():
+            keys = sorted({key for _, forms in group for key in forms})
+            rows: dict[str, tuple[str | None, float | None]] = {}
+            for part in _chunks(keys):
+                for key, memory_id, created, expires in con.execute(
+                    "SELECT key, memory_id, created_at, expires_at FROM store_items"  # noqa: S608
+                    f" WHERE namespace = ? AND key IN ({_marks(part)})",
+                    (encoded, *part),
+                ):
+                    live = expires is None or expires > now
+                    rows[key] = (memory_id, created if live else None)
+            missing = []
+            for position, forms in group:
+                hit = next((key for key in forms if key in rows), None)
+                if hit is None:
+                    missing.append((position, forms))
+                else:
+                    found[position] = (hit, *rows[hit])
+            user = self._user_of_template(_decode(encoded))
+            if user is None or not missing:
+                continue
+            plains = {
+                entry.key: entry
+                for entry in self._plain(
+                    con,
+                    user,
+                    _present_ids(con, [key for _, forms in missing for key in forms]),
+                )
+            }
+            for position, forms in missing:
+                hit = next((key for key in forms if key in plains), None)
+                if hit is not None:  # a memory of the user's: its id is the key
+                    found[position] = (hit, hit, plains[hit].created_at)
+        return found
 
     def _delete_memories(
         self, con: Connection, owned: Sequence[tuple[tuple[str, ...], str | None]]
@@ -594,6 +636,8 @@ class PersistentMemoryStore(BaseStore):
         """Memories not made by the store, as items: of `user` (None: all)."""
         if ids is not None and not ids:
             return []
+        if ids is None and user is not None and not self._has_plain(con, user):
+            return []
         sql = (
             "SELECT d.id, m.value FROM documents AS d JOIN metadata_index AS m"
             " ON m.label = d.label AND m.key = 'user_id' AND m.type = 'str'"
@@ -628,6 +672,20 @@ class PersistentMemoryStore(BaseStore):
                     )
                 )
         return entries
+
+    def _has_plain(self, con: Connection, user: str) -> bool:
+        """Whether `user` has memories that are not items (by two counts)."""
+        memories = con.execute(
+            "SELECT count(*) FROM metadata_index"
+            " WHERE key = 'user_id' AND type = 'str' AND value = ?",
+            (self._memory._store._bind(user),),  # noqa: SLF001
+        ).fetchone()[0]
+        items = con.execute(
+            "SELECT count(*) FROM store_items"
+            " WHERE user_id = ? AND memory_id IS NOT NULL",
+            (user,),
+        ).fetchone()[0]
+        return bool(memories > items)
 
     def _rows(
         self,
@@ -846,6 +904,18 @@ class PersistentMemoryStore(BaseStore):
 
 
 # ------------------------------------------------------------------ helpers
+
+
+def _present_ids(con: Connection, ids: Sequence[str]) -> list[str]:
+    """Those of `ids` that are memories (one indexed look-up per chunk)."""
+    return [
+        row[0]
+        for part in _chunks(sorted(set(ids)))
+        for row in con.execute(
+            f"SELECT id FROM documents WHERE id IN ({_marks(part)})",  # noqa: S608
+            part,
+        )
+    ]
 
 
 def _ids_of(con: Connection, labels: Sequence[int]) -> dict[int, str]:
