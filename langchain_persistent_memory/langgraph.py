@@ -163,6 +163,15 @@ class _Entry:
 
 
 @dataclass
+class _Prepared:
+    """A checked put: its text to embed and its value as JSON (None: delete)."""
+
+    op: PutOp
+    text: str | None
+    value_json: str | None
+
+
+@dataclass
 class _Plan:
     """What one transaction of puts writes once every put is looked at."""
 
@@ -294,17 +303,24 @@ class PersistentMemoryStore(BaseStore):
         nothing.
         """
         ops = list(ops)
-        texts: dict[int, str | None] = {}
+        prepared: dict[int, _Prepared] = {}
         for position, op in enumerate(ops):
             self._check_op(op, position)
             if isinstance(op, PutOp):
-                texts[position] = self._texts(op, f"ops[{position}]")
+                where = f"ops[{position}]"
+                prepared[position] = _Prepared(
+                    op,
+                    self._texts(op, where),
+                    None
+                    if op.value is None
+                    else _value_json(op.value, f"{where} (key {op.key!r})"),
+                )
         results: list[Result] = [None] * len(ops)
-        puts: dict[tuple[tuple[str, ...], str], tuple[PutOp, str | None]] = {}
+        puts: dict[tuple[tuple[str, ...], str], _Prepared] = {}
         for position, op in enumerate(ops):
             if isinstance(op, PutOp):
                 puts.pop((tuple(op.namespace), op.key), None)
-                puts[(tuple(op.namespace), op.key)] = (op, texts[position])
+                puts[(tuple(op.namespace), op.key)] = prepared[position]
                 continue
             if puts:
                 self._write(list(puts.values()))
@@ -437,9 +453,9 @@ class PersistentMemoryStore(BaseStore):
         ]
         return "\n".join(texts) if texts else None
 
-    def _write(self, puts: Sequence[tuple[PutOp, str | None]]) -> None:
+    def _write(self, puts: Sequence[_Prepared]) -> None:
         """Apply puts in one transaction: items, memories and cached vectors."""
-        texts = [text for _, text in puts]
+        texts = [put.text for put in puts]
         wanted = [text for text in texts if text is not None]
         memory = self._memory
         hashes, cached, missing = memory._cache_lookup(wanted)  # noqa: SLF001
@@ -458,11 +474,11 @@ class PersistentMemoryStore(BaseStore):
                 if wanted
                 else []
             )
-            found = self._existing(con, [op for op, _ in puts], now)
-            for position, (op, text) in enumerate(puts):
-                vector = None if text is None else next(vectors)
+            found = self._existing(con, [put.op for put in puts], now)
+            for position, put in enumerate(puts):
+                vector = None if put.text is None else next(vectors)
                 self._plan_one(
-                    con, op, text, vector, found.get(position), now=now, plan=plan
+                    con, put, vector, found.get(position), now=now, plan=plan
                 )
             for audit, pending in (("add", plan.added), ("update", plan.updated)):
                 memory._put(con, pending, op=audit)  # noqa: SLF001
@@ -480,8 +496,7 @@ class PersistentMemoryStore(BaseStore):
     def _plan_one(
         self,
         con: Connection,
-        op: PutOp,
-        text: str | None,
+        put: _Prepared,
         vector: np.ndarray | None,
         existing: tuple[str, str | None, float | None] | None,
         *,
@@ -489,6 +504,7 @@ class PersistentMemoryStore(BaseStore):
         plan: _Plan,
     ) -> None:
         """Add one put to `plan`; deletions are done at once, in `con`."""
+        op, text = put.op, put.text
         namespace = tuple(op.namespace)
         encoded = _encode(namespace)
         user = self.user_id(namespace)
@@ -518,7 +534,7 @@ class PersistentMemoryStore(BaseStore):
             (
                 encoded,
                 key,
-                _value_json(op.value, repr(op.key)),
+                put.value_json,
                 created,
                 now,
                 None if ttl is None else now + ttl * 60,
@@ -1059,14 +1075,12 @@ def _text(text: str, where: str) -> str:
 def _check_put(op: PutOp, where: str) -> None:
     _check_namespace(op.namespace, where, writing=True)
     _check_key(op.key, where)
-    if op.value is not None:
-        if not isinstance(op.value, dict):
-            msg = (
-                f"{where}: the value of {op.key!r} must be a dict, got "
-                f"{type(op.value).__name__}."
-            )
-            raise TypeError(msg)
-        _value_json(op.value, f"{where} (key {op.key!r})")
+    if op.value is not None and not isinstance(op.value, dict):
+        msg = (
+            f"{where}: the value of {op.key!r} must be a dict, got "
+            f"{type(op.value).__name__}."
+        )
+        raise TypeError(msg)
     if op.index not in (None, False):
         _tokenized(op.index, f"{where}.index")
     _check_minutes(op.ttl, f"{where}: ttl")
