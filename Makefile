@@ -4,10 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed-dev
 
-.PHONY: help demo test lint format type bench bench-postgres clean
+.PHONY: help demo test lint format type bench bench-postgres bench-store clean
 
 help:  ## List the targets.
-	@grep -E '^[a-z]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ type: $(INSTALLED)  ## mypy --strict on the package.
 bench: $(INSTALLED)  ## Benchmark against langchain_community's FAISS (N=100,000).
 	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
 	$(BIN)/python benchmarks/bench_vectorstore.py
+
+bench-store: $(INSTALLED)  ## PersistentMemoryStore against LangGraph's InMemoryStore and SqliteStore (about 2 minutes).
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]"
+	$(BIN)/python benchmarks/bench_store.py --out bench_store.json
 
 bench-postgres: $(INSTALLED)  ## PostgreSQL + pgvector against the directory store at 1,000,000 memories (about an hour).
 	$(BIN)/python benchmarks/bench_postgres.py --rows 1000000 --out bench_postgres.json
