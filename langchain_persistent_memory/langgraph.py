@@ -227,6 +227,7 @@ class PersistentMemoryStore(BaseStore):
         self._user_namespace = tuple(user_namespace)
         self.ttl_config: TTLConfig = _check_ttl(ttl)
         self.index_config = index
+        self._fields = _tokenized(index.get("fields") or ["$"], "index['fields']")
         embed = index.get("embed")
         if isinstance(memory, PersistentMemory):
             if memory_options:
@@ -253,8 +254,12 @@ class PersistentMemoryStore(BaseStore):
                 f"postgresql:// URL, got {type(memory).__name__}."
             )
             raise TypeError(msg)
-        _check_dims(self._memory, index.get("dims"))
-        self._fields = _tokenized(index.get("fields") or ["$"], "index['fields']")
+        try:
+            _check_dims(self._memory, index.get("dims"))
+        except BaseException:
+            if self._owned:
+                self._memory.close()
+            raise
         self._db = self._memory._db  # noqa: SLF001
         self._sweeper: threading.Thread | None = None
         self._sweeper_stop = threading.Event()
