@@ -97,9 +97,12 @@ def create_memory_tools(
     and returns the `Document`s as the tool message's artifact.
 
     Both tools read the user from the run's
-    `config["configurable"]["user_id"]`; a run without one raises
-    `ValueError`. `save_memory` also records the config's `session_id`
-    when there is one. Their argument schemas have no user field and
+    `config["configurable"]["user_id"]`, or, in a LangGraph run, from its
+    runtime context (`agent.invoke(..., context=Context(user_id=...))` with
+    `create_agent(..., context_schema=Context)`; a dataclass, a pydantic
+    model or a dict); a run without one, or with two different ones, raises
+    `ValueError`. `save_memory` also records the `session_id` when there is
+    one. Their argument schemas have no user field and
     reject unknown arguments, so the model cannot choose the user. `invoke`
     uses `memory.add` / `memory.search`, `ainvoke` uses `memory.aadd` /
     `memory.asearch`.
@@ -180,20 +183,48 @@ def _check_kinds(kinds: object) -> tuple[str, ...]:
     return tuple(kinds)
 
 
+def _runtime_context() -> dict[str, Any]:
+    """`user_id` and `session_id` of a LangGraph run's context, if any."""
+    try:
+        from langgraph.runtime import get_runtime  # noqa: PLC0415 - optional
+
+        context: object = get_runtime().context
+    except (ImportError, RuntimeError, KeyError, AttributeError):
+        return {}  # no LangGraph, or not inside a graph run
+    names = ("user_id", "session_id")
+    if isinstance(context, dict):
+        return {name: context[name] for name in names if name in context}
+    return {
+        name: getattr(context, name)
+        for name in names
+        if getattr(context, name, None) is not None
+    }
+
+
 def _scope(config: RunnableConfig, tool: str) -> tuple[str, str | None]:
-    """The run's user (required) and session (optional) from its config."""
+    """The run's user (required) and session (optional): config or context."""
     configurable = config.get("configurable") or {}
-    user_id = configurable.get("user_id")
+    context = _runtime_context()
+    for name in ("user_id", "session_id"):
+        given = configurable.get(name)
+        if given is not None and name in context and context[name] != given:
+            msg = (
+                f"The run names two {name}s: {given!r} in its config and "
+                f"{context[name]!r} in its context; give one."
+            )
+            raise ValueError(msg)
+    user_id = configurable.get("user_id", context.get("user_id"))
     if user_id is None:
         msg = (
             f"The {tool} tool needs the user's id in the run's config, and "
             "none was given. Invoke the agent or tool with "
             "config={'configurable': {'user_id': ...}}, e.g. "
-            "agent.invoke(inputs, config={'configurable': {'user_id': 'alice'}}). "
+            "agent.invoke(inputs, config={'configurable': {'user_id': 'alice'}}), "
+            "or with context=... holding a user_id in a LangGraph agent. "
             "The memory tools never take the user from the model's arguments."
         )
         raise ValueError(msg)
-    session_id = configurable.get("session_id")
+    session_id = configurable.get("session_id", context.get("session_id"))
     return (
         _check_id(user_id, "user_id"),
         None if session_id is None else _check_id(session_id, "session_id"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -411,3 +412,48 @@ def test_agent_saves_and_a_second_process_recalls(tmp_path: Path) -> None:
         run_python(AGENT_SCRIPT, str(path), "bob", "How should you explain things?")
     )
     assert [d["text"] for d in theirs[2]["artifact"]] == ["I prefer long stories."]
+
+
+@dataclass
+class _Context:
+    user_id: str
+    session_id: str | None = None
+
+
+@pytest.mark.parametrize("as_dict", [False, True], ids=["dataclass", "dict"])
+async def test_the_user_can_come_from_the_agents_runtime_context(
+    memory: PersistentMemory, *, as_dict: bool
+) -> None:
+    """`create_agent(..., context_schema=...)` with `invoke(..., context=...)`."""
+    agent = create_agent(
+        ScriptedToolChatModel(),
+        tools=create_memory_tools(memory),
+        context_schema=dict if as_dict else _Context,
+    )
+
+    def context(user: str) -> Any:
+        made = _Context(user, session_id="s-ctx")
+        return (
+            {"user_id": made.user_id, "session_id": made.session_id}
+            if as_dict
+            else made
+        )
+
+    said = {"messages": [("human", "Remember that I prefer green tea.")]}
+    agent.invoke(said, context=context("ada"))
+    (saved,) = memory.list(user_id="ada")
+    assert saved.page_content == "I prefer green tea."
+    assert saved.metadata["session_id"] == "s-ctx"
+    assert memory.list(user_id="bob") == []
+    asked = {"messages": [("human", "What tea do I like?")]}
+    state = await agent.ainvoke(asked, context=context("bob"))
+    assert "green tea" not in state["messages"][-1].text
+    state = await agent.ainvoke(asked, context=context("ada"))
+    assert "I prefer green tea." in state["messages"][-1].text
+    # Config and context naming two users is refused, never resolved.
+    with pytest.raises(ValueError, match=r"names two user_ids: 'bob' .* 'ada'"):
+        agent.invoke(
+            said, context=context("ada"), config={"configurable": {"user_id": "bob"}}
+        )
+    assert len(memory.list(user_id="ada")) == 1
+    assert memory.list(user_id="bob") == []
