@@ -778,12 +778,16 @@ class PersistentMemoryStore(BaseStore):
                 entries = [e for e in entries if _matches(e.value, op.filter)]
             if op.query:
                 self._load_vectors(con, entries)
-        entries.sort(key=lambda e: (-e.updated_at, e.namespace, e.key))
-        scores: dict[int, float] = {}
-        if op.query:
-            scores = self._scores(op.query, entries)
-            entries.sort(key=lambda e: -scores.get(id(e), -math.inf))
-        page = entries[op.offset : op.offset + op.limit]
+        scores = self._scores(op.query, entries) if op.query else {}
+        return self._page(op, entries, scores)
+
+    def _page(
+        self, op: SearchOp, entries: Sequence[_Entry], scores: Mapping[int, float]
+    ) -> list[SearchItem]:
+        """The page of `op`: best score first, unscored after, newest first."""
+        found = sorted(entries, key=lambda e: (-e.updated_at, e.namespace, e.key))
+        found.sort(key=lambda e: -scores.get(id(e), -math.inf))
+        page = found[op.offset : op.offset + op.limit]
         if op.refresh_ttl:
             self._refresh(page)
         return [
@@ -841,16 +845,7 @@ class PersistentMemoryStore(BaseStore):
             self._load_vectors(con, others)
         scores = {id(e): scored[e.memory_id or e.key] for e in entries}
         scores.update(self._scores(op.query, others))
-        found = sorted(
-            [*entries, *others], key=lambda e: (-e.updated_at, e.namespace, e.key)
-        )
-        found.sort(key=lambda e: -scores.get(id(e), -math.inf))
-        page = found[op.offset : op.offset + op.limit]
-        if op.refresh_ttl:
-            self._refresh(page)
-        return [
-            cast("SearchItem", e.item(scores.get(id(e)), search=True)) for e in page
-        ]
+        return self._page(op, [*entries, *others], scores)
 
     def _load_vectors(self, con: Connection, entries: Sequence[_Entry]) -> None:
         """Fill in the vectors of items that have a memory."""
