@@ -546,7 +546,10 @@ class PostgresStore:
                 "changed; use another database or schema."
             )
             raise CorruptStoreError(msg)
-        if not tables >= _ALL_TABLES:
+        missing = _ALL_TABLES - tables
+        if missing == {"store_items"}:  # a store made before PersistentMemoryStore
+            self._add_store_items()
+        elif missing:
             self._create_schema()
         with self._db.read() as con:
             settings = dict(con.execute("SELECT key, value FROM settings").fetchall())
@@ -580,6 +583,24 @@ class PostgresStore:
             self._dim = int(settings["dimension"])
         self._db.adapt_vectors()
         self._check_vector_index()
+
+    def _add_store_items(self) -> None:
+        errors = self._db._psycopg.errors  # noqa: SLF001
+        try:
+            with self._db.write() as con:
+                for statement in store_schema("double precision", 'COLLATE "C"'):
+                    con.execute(statement)
+        except (errors.InsufficientPrivilege, PersistentMemoryError) as exc:
+            cause = exc.__cause__ if isinstance(exc, PersistentMemoryError) else exc
+            if not isinstance(cause, errors.InsufficientPrivilege):
+                raise
+            msg = (
+                f"{self._db.name} is a store of an earlier version, without the "
+                "store_items table of PersistentMemoryStore, and this role may "
+                "not create it. Open it once as a role that may CREATE TABLE in "
+                "its schema (its owner); nothing was changed."
+            )
+            raise PersistentMemoryError(msg) from exc
 
     def _create_schema(self) -> None:
         errors = self._db._psycopg.errors  # noqa: SLF001

@@ -1,4 +1,4 @@
-"""`PersistentMemoryStore`: LangGraph's long-term store on a `PersistentMemory`.
+r"""`PersistentMemoryStore`: LangGraph's long-term store on a `PersistentMemory`.
 
 A LangGraph graph, or an agent made with
 `langchain.agents.create_agent(..., store=...)`, reads and writes long-term
@@ -32,7 +32,8 @@ How items and memories relate:
   "importance": ..., **metadata}`. Putting to that key makes it an item;
   deleting it deletes the memory.
 - The items of other namespaces are indexed as the memories of the user
-  `"@" + ".".join(namespace)`, which no chain uses unless it means to.
+  `"\x1f" + ".".join(namespace)` (`store.user_id(namespace)`), an id no
+  application chooses by chance.
 
 Differences from LangGraph's `InMemoryStore`: searches without a query
 list items newest first (as LangGraph's `PostgresStore` and `SqliteStore`
@@ -110,6 +111,7 @@ __all__ = ["PersistentMemoryStore"]
 logger = logging.getLogger(__name__)
 
 _USER = "{user_id}"
+_OTHER = "\x1f"  # starts the user id of a namespace that is no user's
 _ORDER = {
     "$gt": operator.gt,
     "$gte": operator.ge,
@@ -277,7 +279,7 @@ class PersistentMemoryStore(BaseStore):
         """The `user_id` under which the items of `namespace` are memories."""
         namespace = tuple(namespace)
         user = self._user_of_template(namespace)
-        return user if user is not None else "@" + ".".join(namespace)
+        return user if user is not None else _OTHER + ".".join(namespace)
 
     def namespace(self, user_id: str) -> tuple[str, ...]:
         """The namespace of `user_id`'s memories (from `user_namespace`)."""
@@ -324,8 +326,9 @@ class PersistentMemoryStore(BaseStore):
         puts: dict[tuple[tuple[str, ...], str], _Prepared] = {}
         for position, op in enumerate(ops):
             if isinstance(op, PutOp):
-                puts.pop((tuple(op.namespace), op.key), None)
-                puts[(tuple(op.namespace), op.key)] = prepared[position]
+                same = (tuple(op.namespace), _same_key(op.key))
+                puts.pop(same, None)  # the last put of a key wins
+                puts[same] = prepared[position]
                 continue
             if puts:
                 self._write(list(puts.values()))
@@ -530,11 +533,12 @@ class PersistentMemoryStore(BaseStore):
                 return
         else:
             pending = plan.added if memory_id is None else plan.updated
+            kept, context = self._kept(con, memory_id)
             memory_id = memory_id or uuid.uuid4().hex
-            meta = _memory_meta(op.value, user, created, now, text)
-            pending.append(_Put(memory_id, text, meta, vector, None))
+            meta = {**kept, **_memory_meta(op.value, user, created, now, text)}
+            pending.append(_Put(memory_id, text, meta, vector, context))
             plan.changed += 1
-        ttl = op.ttl
+        ttl = None if op.ttl is None else float(op.ttl)
         plan.rows.append(
             (
                 encoded,
@@ -548,6 +552,25 @@ class PersistentMemoryStore(BaseStore):
                 user,
             )
         )
+
+    def _kept(
+        self, con: Connection, memory_id: str | None
+    ) -> tuple[dict[str, Any], str | None]:
+        """What a rewritten memory keeps: its metadata and keyword context.
+
+        A chain's memory keeps its session, agent, sources and metadata when
+        an agent puts to its key; the put decides text, kind and importance.
+        """
+        if memory_id is None:
+            return {}, None
+        row = con.execute(
+            "SELECT label, metadata FROM documents WHERE id = ?", (memory_id,)
+        ).fetchone()
+        if row is None:
+            return {}, None
+        memory = self._memory
+        context = memory._text.contexts(con, [row[0]]).get(row[0])  # noqa: SLF001
+        return memory._store._meta(memory_id, row[1]), context  # noqa: SLF001
 
     def _existing(
         self, con: Connection, ops: Sequence[PutOp], now: float
@@ -669,10 +692,10 @@ class PersistentMemoryStore(BaseStore):
         if user is not None:
             sql += " AND m.value = ?"
             params.append(self._memory._store._bind(user))  # noqa: SLF001
-        if ids is not None:
-            sql += f" AND d.id IN ({_marks(ids)})"
-            params.extend(ids)
-        owners = dict(con.execute(sql, params).fetchall())
+        owners: dict[str, Any] = {}
+        for part in [None] if ids is None else _chunks(list(ids)):
+            where = "" if part is None else f" AND d.id IN ({_marks(part)})"
+            owners.update(con.execute(sql + where, [*params, *(part or [])]))
         entries = []
         for part in _chunks(sorted(owners)):
             dumped = self._memory._store._dump(  # noqa: SLF001
@@ -702,8 +725,8 @@ class PersistentMemoryStore(BaseStore):
             (self._memory._store._bind(user),),  # noqa: SLF001
         ).fetchone()[0]
         items = con.execute(
-            "SELECT count(*) FROM store_items"
-            " WHERE user_id = ? AND memory_id IS NOT NULL",
+            "SELECT count(*) FROM store_items AS s JOIN documents AS d"
+            " ON d.id = s.memory_id WHERE s.user_id = ?",
             (user,),
         ).fetchone()[0]
         return bool(memories > items)
@@ -778,7 +801,11 @@ class PersistentMemoryStore(BaseStore):
                 entries = [e for e in entries if _matches(e.value, op.filter)]
             if op.query:
                 self._load_vectors(con, entries)
-        scores = self._scores(op.query, entries) if op.query else {}
+        scores = (
+            self._scores(self._memory._embedding.embed_query(op.query), entries)  # noqa: SLF001
+            if op.query
+            else {}
+        )
         return self._page(op, entries, scores)
 
     def _page(
@@ -810,10 +837,12 @@ class PersistentMemoryStore(BaseStore):
         encoded = _encode(self.namespace(user))
         now = time.time()
         with self._db.read() as con:
+            # The user's memories that are not live items of this namespace:
+            # expired ones, and any of the same user id elsewhere.
             hidden = con.execute(
-                "SELECT count(*) FROM store_items WHERE namespace = ?"
-                " AND memory_id IS NOT NULL AND expires_at <= ?",
-                (encoded, now),
+                "SELECT count(*) FROM store_items WHERE user_id = ?"
+                " AND memory_id IS NOT NULL AND (namespace <> ? OR expires_at <= ?)",
+                (user, encoded, now),
             ).fetchone()[0]
         wanted = op.offset + op.limit
         hits, _ = memory._store._search(  # noqa: SLF001
@@ -844,7 +873,7 @@ class PersistentMemoryStore(BaseStore):
             )
             self._load_vectors(con, others)
         scores = {id(e): scored[e.memory_id or e.key] for e in entries}
-        scores.update(self._scores(op.query, others))
+        scores.update(self._scores(query, others))
         return self._page(op, [*entries, *others], scores)
 
     def _load_vectors(self, con: Connection, entries: Sequence[_Entry]) -> None:
@@ -858,15 +887,15 @@ class PersistentMemoryStore(BaseStore):
             for _, doc_id, _, _, vector in dumped:
                 wanted[doc_id].vector = vector
 
-    def _scores(self, query: str, entries: Sequence[_Entry]) -> dict[int, float]:
-        """Cosine similarity of the query with each entry that has a vector."""
+    @staticmethod
+    def _scores(query: Sequence[float], entries: Sequence[_Entry]) -> dict[int, float]:
+        """Cosine similarity of the query vector with each entry that has one."""
         import numpy as np  # noqa: PLC0415
 
         scored = [e for e in entries if e.vector is not None]
         if not scored:
             return {}
-        embedding = self._memory._embedding  # noqa: SLF001
-        query_vector = np.asarray(embedding.embed_query(query), dtype=np.float32)
+        query_vector = np.asarray(query, dtype=np.float32)
         matrix = np.stack([cast("np.ndarray", e.vector) for e in scored])
         norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(query_vector)
         similarity = (matrix @ query_vector) / np.where(norms == 0, 1, norms)
@@ -879,12 +908,12 @@ class PersistentMemoryStore(BaseStore):
             return
         now = time.time()
         with self._db.write() as con:
+            # The TTL as it is now: the item may have been put again since.
             con.executemany(
-                "UPDATE store_items SET expires_at = ? WHERE namespace = ? AND key = ?",
-                [
-                    (now + (e.ttl_minutes or 0) * 60, _encode(e.namespace), e.key)
-                    for e in timed
-                ],
+                "UPDATE store_items SET expires_at = ? + ttl_minutes * 60"
+                " WHERE namespace = ? AND key = ? AND ttl_minutes IS NOT NULL"
+                " AND expires_at > ?",
+                [(now, _encode(e.namespace), e.key, now) for e in timed],
             )
 
     def _list_namespaces(self, op: ListNamespacesOp) -> list[tuple[str, ...]]:
@@ -903,8 +932,8 @@ class PersistentMemoryStore(BaseStore):
             ).fetchall()
             items = dict(
                 con.execute(
-                    "SELECT user_id, count(*) FROM store_items"
-                    " WHERE memory_id IS NOT NULL GROUP BY user_id"
+                    "SELECT s.user_id, count(*) FROM store_items AS s"
+                    " JOIN documents AS d ON d.id = s.memory_id GROUP BY s.user_id"
                 ).fetchall()
             )
             found.update(
@@ -955,21 +984,33 @@ def _decode(stored: str) -> tuple[str, ...]:
     return tuple(json.loads(stored))
 
 
+def _same_key(key: str) -> str:
+    """One spelling for the keys that `_key_forms` takes as one."""
+    try:
+        return uuid.UUID(key).hex
+    except ValueError:
+        return key
+
+
 def _key_forms(key: str) -> list[str]:
-    """`key`, and the memory id it names if it is a UUID written another way.
+    """`key`, and its other spelling if it is a UUID: both name one item.
 
     Memory ids are 32 hex digits; tools that type ids as UUIDs (LangMem's)
-    send them back as `str(UUID)`, with dashes. Both forms name one item.
+    send them back as `str(UUID)`, with dashes.
     """
     try:
-        memory_id = uuid.UUID(key).hex
+        parsed = uuid.UUID(key)
     except ValueError:
         return [key]
-    return [key] if memory_id == key else [key, memory_id]
+    return [*dict.fromkeys([key, parsed.hex, str(parsed)])]
 
 
 def _value_json(value: Mapping[str, Any], where: str) -> str:
-    _check_json_keys(value, where)
+    try:
+        _check_json_keys(value, where)
+    except RecursionError:
+        msg = f"{where}: the value contains itself, or is nested too deeply."
+        raise TypeError(msg) from None
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -1120,12 +1161,20 @@ def _check_count(number: object, name: str, least: int) -> None:
 
 
 def _check_minutes(minutes: object, name: str) -> None:
-    if minutes is not None and (
-        isinstance(minutes, bool)
-        or not isinstance(minutes, (int, float))
-        or not minutes > 0
-    ):
-        msg = f"{name} must be minutes > 0 or None, got {minutes!r}."
+    if minutes is None:
+        return
+    try:
+        finite = (
+            isinstance(minutes, (int, float))
+            and not isinstance(minutes, bool)
+            and math.isfinite(float(minutes))
+        )
+    except OverflowError:
+        finite = False
+    if not finite or not cast("float", minutes) > 0:
+        msg = (
+            f"{name} must be a finite number of minutes > 0, or None; got {minutes!r}."
+        )
         raise ValueError(msg)
 
 

@@ -890,6 +890,10 @@ class PersistentMemory:
     def forget(self, user_id: str) -> int:
         """Remove everything of `user_id`: memories, audit trail, chat sessions.
 
+        LangGraph store items of the user's namespace go too; items of
+        deeper namespaces (`("memories", user, "notes")`) belong to those
+        namespaces: delete them through the store.
+
         Returns:
             How many memories were removed.
         """
@@ -962,6 +966,9 @@ class PersistentMemory:
             max_per_user: Keep at most this many memories per user, removing
                 the lowest value first: importance x time decay (the store's
                 `half_life_days`, 30 days if off) x use.
+
+        The memories of `PersistentMemoryStore` items are left alone (and
+        not counted): they go by the item's TTL, or when it is deleted.
         """
         if older_than_days is not None and not older_than_days > 0:
             msg = f"older_than_days must be > 0, got {older_than_days!r}."
@@ -981,6 +988,9 @@ class PersistentMemory:
             )
             labels = self._labels(con, flt)
             documents = self._store._documents(labels)  # noqa: SLF001
+            # LangGraph store items leave by their TTL or a delete, not here.
+            for label in _store_items_of(con, documents):
+                del documents[label]
             use = self._use(con, labels)
             doomed = _doomed(
                 documents,
@@ -1073,6 +1083,8 @@ class PersistentMemory:
                     records, vectors, strict=True
                 )
             ]
+            for put in puts:  # before _put, which empties the list
+                _update_store_item(con, put.memory_id, put.text, None, time.time())
             self._put(con, puts, op="import")
         if records:
             self._store._checkpointer.note(len(records))  # noqa: SLF001
@@ -1705,6 +1717,19 @@ class PersistentMemory:
 
 
 # ------------------------------------------------------------------ helpers
+
+
+def _store_items_of(con: Connection, documents: Mapping[int, Document]) -> list[int]:
+    """Labels of those documents that are the memories of LangGraph store items."""
+    by_id = {doc.id: label for label, doc in documents.items()}
+    return [
+        by_id[row[0]]
+        for part in _chunks([*by_id])
+        for row in con.execute(
+            f"SELECT memory_id FROM store_items WHERE memory_id IN ({_marks(part)})",  # noqa: S608
+            part,
+        )
+    ]
 
 
 def _update_store_item(

@@ -193,7 +193,7 @@ def _runtime_context() -> dict[str, Any]:
         return {}  # no LangGraph, or not inside a graph run
     names = ("user_id", "session_id")
     if isinstance(context, dict):
-        return {name: context[name] for name in names if name in context}
+        return {name: context[name] for name in names if context.get(name) is not None}
     return {
         name: getattr(context, name)
         for name in names

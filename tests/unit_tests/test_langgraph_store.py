@@ -939,10 +939,10 @@ def test_other_namespaces_never_reach_a_users_search(
     store.put(("memories", "alice"), "k", {"content": text})
     assert texts_of(memory, "red bicycle", "alice") == [text]
     assert texts_of(memory, "red bicycle", "bob") == []
-    # Such items are the memories of the user "@" + the joined namespace.
-    assert store.user_id(("docs",)) == "@docs"
-    assert texts_of(memory, "red bicycle", "@docs") == [f"{text} (docs)"]
-    assert texts_of(memory, "red bicycle", "@memories.alice.extra") == [
+    # Such items are the memories of the user "\x1f" + the joined namespace.
+    assert store.user_id(("docs",)) == "\x1fdocs"
+    assert texts_of(memory, "red bicycle", "\x1fdocs") == [f"{text} (docs)"]
+    assert texts_of(memory, "red bicycle", "\x1fmemories.alice.extra") == [
         f"{text} (memories/alice/extra)"
     ]
     assert len(store.search((), limit=100)) == 5
@@ -1013,7 +1013,7 @@ def test_custom_user_namespace(memory: PersistentMemory) -> None:
     )
     assert store.namespace("carol") == ("users", "carol", "memories")
     assert store.user_id(("users", "carol", "memories")) == "carol"
-    assert store.user_id(("memories", "carol")) == "@memories.carol"
+    assert store.user_id(("memories", "carol")) == "\x1fmemories.carol"
     store.put(
         ("users", "carol", "memories"), "k", {"content": "Carol sails a catamaran"}
     )
@@ -1038,9 +1038,9 @@ def test_user_id_and_namespace_helpers(store: PersistentMemoryStore) -> None:
     assert store.user_id(("memories", "alice")) == "alice"
     assert store.namespace("alice") == ("memories", "alice")
     assert store.user_id(store.namespace("x y")) == "x y"
-    assert store.user_id(("memories",)) == "@memories"
-    assert store.user_id(("memories", "a", "b")) == "@memories.a.b"
-    assert store.user_id(("notes", "alice")) == "@notes.alice"
+    assert store.user_id(("memories",)) == "\x1fmemories"
+    assert store.user_id(("memories", "a", "b")) == "\x1fmemories.a.b"
+    assert store.user_id(("notes", "alice")) == "\x1fnotes.alice"
 
 
 # ----------------------------------------------------------------- errors
@@ -1455,3 +1455,187 @@ def test_a_users_query_ranks_as_the_exact_scan(
         for offset, limit in [(0, 10), (5, 7), (60, 20), (68, 5), (0, 200)]:
             page = store.search(user, query=query, offset=offset, limit=limit)
             assert_same_ranking(page, full[offset : offset + limit], (query, offset))
+
+
+# ------------------------------------------------------- found in review
+
+
+def test_a_user_id_like_a_namespaces_does_not_short_a_page(
+    store: PersistentMemoryStore, memory: PersistentMemory
+) -> None:
+    """Items of ("alice",) are memories of store.user_id(("alice",)) only."""
+    twin = store.user_id(("alice",))
+    for i in range(10):
+        store.put(("alice",), f"doc{i}", {"content": f"tea document {i}"})
+        store.put(("memories", "@alice"), f"m{i}", {"content": f"tea memory {i}"})
+    found = store.search(("memories", "@alice"), query="tea document", limit=5)
+    assert [i.key for i in found] != []
+    assert len(found) == 5
+    assert {i.key[0] for i in found} == {"m"}
+    assert all(t.startswith("tea memory") for t in texts_of(memory, "tea", "@alice"))
+    memory.forget("@alice")
+    assert len(store.search(("alice",), limit=100)) == 10
+    # Even a user whose id is the namespace's own shares no page with it.
+    for i in range(3):
+        store.put(("memories", twin), f"t{i}", {"content": f"tea twin {i}"})
+    page = store.search(("memories", twin), query="tea document", limit=3)
+    assert sorted(i.key for i in page) == ["t0", "t1", "t2"]
+
+
+def test_prune_leaves_store_items_to_their_ttl(
+    store: PersistentMemoryStore, memory: PersistentMemory
+) -> None:
+    store.put(("config",), "settings", {"content": "dark mode"})
+    store.put(("memories", "alice"), "diet", {"content": "Alice is vegetarian"})
+    (chat,) = memory.add("Alice mentioned the weather in Oslo", user_id="alice").ids
+    assert memory.prune(max_per_user=0) == 1
+    assert memory.get(chat, user_id="alice") is None
+    assert store.get(("config",), "settings") is not None
+    item = store.get(("memories", "alice"), "diet")
+    assert item is not None
+    assert texts_of(memory, "vegetarian", "alice") == ["Alice is vegetarian"]
+
+
+def test_putting_to_a_chain_memory_keeps_its_session_metadata_and_context(
+    store: PersistentMemoryStore, memory: PersistentMemory
+) -> None:
+    (mid,) = memory.add(
+        "Alice likes tea",
+        user_id="alice",
+        session_id="s1",
+        metadata={"topic": "drinks"},
+        context="a long talk about oolong",
+    ).ids
+    ns = ("memories", "alice")
+    item = store.get(ns, mid)
+    assert item is not None
+    value = dict(item.value)
+    value["content"] = "Alice likes green tea"
+    store.put(ns, mid, value)
+    doc = memory.get(mid, user_id="alice")
+    assert doc is not None
+    assert doc.page_content == "Alice likes green tea"
+    assert doc.metadata["session_id"] == "s1"
+    assert doc.metadata["topic"] == "drinks"
+    hits = memory.search("tea", user_id="alice", filter={"session_id": "s1"})
+    assert [d.id for d in hits] == [mid]
+    # The keyword context still finds it: "oolong" is only in the context.
+    assert [d.id for d in memory.search("oolong", user_id="alice")] == [mid]
+
+
+def test_a_refresh_after_a_put_without_ttl_sets_no_expiry(
+    store: PersistentMemoryStore, memory: PersistentMemory
+) -> None:
+    """A read that raced a put must not give the new item the old TTL.
+
+    The race is played in order through the store's own steps: one thread
+    has read the item (with its TTL), another puts it again without one,
+    then the first refreshes what it read.
+    """
+    ns = ("memories", "alice")
+    store.put(ns, "k", {"content": "temporary"}, ttl=1)
+    with memory._db.read() as con:
+        read = store._rows(con, time.time(), prefix=ns, keys=["k"])
+    store.put(ns, "k", {"content": "keep forever"}, ttl=None)
+    store._refresh(read)
+    with memory._db.read() as con:
+        row = con.execute(
+            "SELECT expires_at, ttl_minutes FROM store_items WHERE key = 'k'"
+        ).fetchone()
+    assert tuple(row) == (None, None)
+
+
+def test_both_spellings_of_a_uuid_key_are_one_item(
+    store: PersistentMemoryStore, memory: PersistentMemory
+) -> None:
+    import uuid
+
+    ns = ("memories", "bob")
+    (mid,) = memory.add("I like green tea", user_id="bob").ids
+    dashed = str(uuid.UUID(mid))
+    store.batch(
+        [PutOp(ns, dashed, {"content": "I like black tea"}), PutOp(ns, mid, None)]
+    )
+    assert store.search(ns) == []
+    assert memory.get(mid, user_id="bob") is None
+    key = uuid.uuid4()
+    store.batch(
+        [
+            PutOp(ns, str(key), {"content": "first spelling"}),
+            PutOp(ns, key.hex, {"content": "second spelling"}),
+        ]
+    )
+    items = store.search(ns)
+    assert [i.value["content"] for i in items] == ["second spelling"]
+    assert memory.stats().memories == 1
+    for spelling in (str(key), key.hex, str(key).upper()):
+        got = store.get(ns, spelling)
+        assert got is not None
+        assert got.value == {"content": "second spelling"}
+
+
+def test_import_keeps_an_items_value_with_its_memory(
+    store: PersistentMemoryStore, memory: PersistentMemory, tmp_path: Any
+) -> None:
+    ns = ("memories", "alice")
+    store.put(ns, "diet", {"content": "Alice is vegetarian"})
+    (doc,) = memory.list(user_id="alice")
+    assert doc.id is not None
+    memory.export(tmp_path / "alice.jsonl", user_id="alice")
+    memory.update(doc.id, "Alice is vegan", user_id="alice")
+    item = store.get(ns, "diet")
+    assert item is not None
+    assert item.value["content"] == "Alice is vegan"
+    memory.import_(tmp_path / "alice.jsonl")
+    item = store.get(ns, "diet")
+    assert item is not None
+    assert item.value["content"] == "Alice is vegetarian"
+    assert memory.get(doc.id, user_id="alice").page_content == "Alice is vegetarian"  # type: ignore[union-attr]
+
+
+def test_a_dangling_item_does_not_hide_plain_memories(
+    store: PersistentMemoryStore, memory: PersistentMemory
+) -> None:
+    ns = ("memories", "alice")
+    store.put(ns, "a", {"content": "item a"})
+    (plain,) = memory.add("Alice lives in Oslo", user_id="alice").ids
+    linked = next(d.id for d in memory.list(user_id="alice") if d.id != plain)
+    assert linked is not None
+    with memory._db.write() as con:  # below the memory: the item stays
+        memory._store._delete_rows(con, [linked])
+    assert plain in {i.key for i in store.search(ns)}
+    assert store.list_namespaces() == [ns]
+
+
+def test_more_plain_memories_than_one_in_list(
+    store: PersistentMemoryStore, memory: PersistentMemory
+) -> None:
+    """Over 500 ids (one IN list) reach the plain-memory look-up."""
+    memory.add_many(
+        {"content": f"Alice fact number {i} about the sea", "user_id": "alice"}
+        for i in range(620)
+    )
+    found = store.search(("memories", "alice"), query="fact about the sea", limit=700)
+    assert len(found) == 620
+    assert all(i.score is not None for i in found)
+
+
+def test_values_and_ttls_that_would_crash_inside_are_refused(
+    store: PersistentMemoryStore,
+) -> None:
+    looped: dict[str, Any] = {"content": "x"}
+    looped["self"] = looped
+    with pytest.raises(TypeError, match="contains itself"):
+        store.put(("a",), "k", looped)
+    for ttl in (10**400, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="finite number of minutes"):
+            store.batch(
+                [
+                    PutOp(("a",), "ok", {"content": "fine"}),
+                    GetOp(("a",), "ok"),
+                    PutOp(("a",), "k", {"content": "x"}, ttl=ttl),
+                ]
+            )
+    store.put(("a",), "big", {"content": "x"}, ttl=10**30)
+    assert store.get(("a",), "big") is not None
+    assert store.get(("a",), "ok") is None

@@ -448,3 +448,49 @@ def test_numbers_beyond_double_precision_compare_as_on_sqlite(
             )
     assert found[0] == found[1]
     assert found[0][2] == ["big float"]  # 2**60 is exactly 2.0**60
+
+
+def test_a_store_from_before_the_langgraph_store_opens_for_data_only_roles(
+    postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    """store_items is added by a role that may create it; others are told how."""
+    embedding = DeterministicFakeEmbedding(size=8)
+    with PersistentMemory(postgres_url, embedding) as memory:
+        memory.add("Alice keeps bees", user_id="alice")
+    database = postgres_url.rsplit("/", 1)[1]
+    role = f"app_{database[-12:]}"
+    with postgres_server.connect(database) as con:
+        con.execute("DROP TABLE store_items")  # as the earlier version left it
+        con.execute(f"CREATE ROLE {role} LOGIN")
+        con.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+        con.execute(
+            "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public"
+            f" TO {role}"
+        )
+        con.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
+        con.execute(f"REVOKE CREATE ON SCHEMA public FROM {role}, PUBLIC")
+    as_app = postgres_url.replace("postgres@", f"{role}@", 1)
+    try:
+        with pytest.raises(
+            PersistentMemoryError, match="without the store_items"
+        ) as err:
+            PersistentMemory(as_app, embedding)
+        assert "Open it once as a role that may CREATE TABLE" in str(err.value)
+        # The owner opens it once: the table is added, and the role may go on.
+        PersistentMemory(postgres_url, embedding).close()
+        with postgres_server.connect(database) as con:
+            con.execute(
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON store_items TO {role}"
+            )
+        with PersistentMemory(as_app, embedding) as memory:
+            assert [d.page_content for d in memory.list(user_id="alice")] == [
+                "Alice keeps bees"
+            ]
+            (doc,) = memory.list(user_id="alice")
+            assert memory.delete(doc.id or "", user_id="alice")
+    finally:
+        with postgres_server.connect(database) as con:
+            con.execute(f"REASSIGN OWNED BY {role} TO postgres")
+            con.execute(f"DROP OWNED BY {role}")
+        with postgres_server.connect() as con:
+            con.execute(f"DROP ROLE {role}")

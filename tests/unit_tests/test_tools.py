@@ -457,3 +457,18 @@ async def test_the_user_can_come_from_the_agents_runtime_context(
         )
     assert len(memory.list(user_id="ada")) == 1
     assert memory.list(user_id="bob") == []
+
+
+def test_a_context_field_left_none_is_no_second_user(memory: PersistentMemory) -> None:
+    agent = create_agent(
+        ScriptedToolChatModel(), tools=create_memory_tools(memory), context_schema=dict
+    )
+    said = {"messages": [("human", "Remember that I prefer oolong.")]}
+    agent.invoke(
+        said,
+        context={"user_id": None, "session_id": None},
+        config={"configurable": {"user_id": "ada"}},
+    )
+    (saved,) = memory.list(user_id="ada")
+    assert saved.page_content == "I prefer oolong."
+    assert "session_id" not in saved.metadata
