@@ -615,6 +615,7 @@ class PersistentMemoryStore(BaseStore):
                     con,
                     user,
                     _present_ids(con, [key for _, forms in missing for key in forms]),
+                    vectors=False,
                 )
             }
             for position, forms in missing:
@@ -675,9 +676,18 @@ class PersistentMemoryStore(BaseStore):
         return None
 
     def _plain(
-        self, con: Connection, user: str | None, ids: Sequence[str] | None = None
+        self,
+        con: Connection,
+        user: str | None,
+        ids: Sequence[str] | None = None,
+        *,
+        vectors: bool = True,
     ) -> list[_Entry]:
-        """Memories not made by the store, as items: of `user` (None: all)."""
+        """Memories not made by the store, as items: of `user` (None: all).
+
+        With `vectors=False` their vectors are not read (a search without a
+        query needs none).
+        """
         if ids is not None and not ids:
             return []
         if ids is None and user is not None and not self._has_plain(con, user):
@@ -698,8 +708,16 @@ class PersistentMemoryStore(BaseStore):
             owners.update(con.execute(sql + where, [*params, *(part or [])]))
         entries = []
         for part in _chunks(sorted(owners)):
-            dumped = self._memory._store._dump(  # noqa: SLF001
-                con, after=None, ids=part, limit=len(part)
+            dumped = (
+                self._memory._store._dump(  # noqa: SLF001
+                    con, after=None, ids=part, limit=len(part)
+                )
+                if vectors
+                else con.execute(
+                    "SELECT label, id, text, metadata, NULL FROM documents"  # noqa: S608
+                    f" WHERE id IN ({_marks(part)})",
+                    part,
+                ).fetchall()
             )
             for _, doc_id, text, meta_json, vector in dumped:
                 meta = json.loads(meta_json)
@@ -781,7 +799,7 @@ class PersistentMemoryStore(BaseStore):
             found.sort(key=lambda e: forms.index(e.key))
             user = self._user_of_template(namespace)
             if not found and user is not None:
-                found = self._plain(con, user, forms)
+                found = self._plain(con, user, forms, vectors=False)
         if not found:
             return None
         if op.refresh_ttl:
@@ -796,7 +814,9 @@ class PersistentMemoryStore(BaseStore):
         with self._db.read() as con:
             entries = self._rows(con, time.time(), prefix=prefix)
             if users is not False:
-                entries += self._plain(con, cast("str | None", users))
+                entries += self._plain(
+                    con, cast("str | None", users), vectors=bool(op.query)
+                )
             if op.filter:
                 entries = [e for e in entries if _matches(e.value, op.filter)]
             if op.query:
