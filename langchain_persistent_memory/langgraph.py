@@ -53,6 +53,7 @@ import logging
 import math
 import operator
 import os
+import re
 import threading
 import time
 import uuid
@@ -91,6 +92,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(msg) from exc
 
 from langchain_persistent_memory._db import storable
+from langchain_persistent_memory._postgres import PostgresStore
 from langchain_persistent_memory.memory import (
     PersistentMemory,
     _content_hash,
@@ -263,6 +265,7 @@ class PersistentMemoryStore(BaseStore):
                 self._memory.close()
             raise
         self._db = self._memory._db  # noqa: SLF001
+        self._on_postgres = isinstance(self._memory._store, PostgresStore)  # noqa: SLF001
         self._sweeper: threading.Thread | None = None
         self._sweeper_stop = threading.Event()
         self._sweeper_done: concurrent.futures.Future[None] | None = None
@@ -812,7 +815,10 @@ class PersistentMemoryStore(BaseStore):
         if op.query and not op.filter and isinstance(users, str):
             return self._search_user(op, prefix, users)
         with self._db.read() as con:
-            entries = self._rows(con, time.time(), prefix=prefix)
+            where, params = _prefilter(op.filter, self._on_postgres)
+            entries = self._rows(
+                con, time.time(), prefix=prefix, where=where, params=params
+            )
             if users is not False:
                 entries += self._plain(
                     con, cast("str | None", users), vectors=bool(op.query)
@@ -1227,6 +1233,43 @@ def _check_filter(flt: object, where: str) -> None:
                 raise ValueError(msg)
             if not operators:
                 _check_filter(wanted, f"{where}[{name!r}]")
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _prefilter(flt: Mapping[str, Any] | None, postgres: bool) -> tuple[str, list[Any]]:
+    """SQL that keeps at least the items a filter matches (its plain equalities).
+
+    Only a superset: the filter itself still runs on what SQL returns. A
+    top-level field equal to a string or a number narrows the rows in SQL;
+    anything else (operators, nested values, booleans, odd keys) does not.
+    """
+    where, params = "", []
+    for key, given in (flt or {}).items():
+        want = (
+            given["$eq"] if isinstance(given, dict) and set(given) == {"$eq"} else given
+        )
+        if not _PLAIN_KEY.fullmatch(key) or not _sql_scalar(want):
+            continue
+        if postgres:
+            where += " AND value::jsonb -> ? = ?::jsonb"
+            params += [key, json.dumps(want)]
+        else:
+            where += " AND json_extract(value, ?) = ?"
+            params += [f"$.{key}", want]
+    return where, params
+
+
+def _sql_scalar(value: object) -> bool:
+    """A string, or a number both SQLite and JSON hold exactly (no bool)."""
+    if isinstance(value, str):
+        return True
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _matches(value: Mapping[str, Any], flt: Mapping[str, Any]) -> bool:

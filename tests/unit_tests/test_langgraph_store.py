@@ -1639,3 +1639,45 @@ def test_values_and_ttls_that_would_crash_inside_are_refused(
     store.put(("a",), "big", {"content": "x"}, ttl=10**30)
     assert store.get(("a",), "big") is not None
     assert store.get(("a",), "ok") is None
+
+
+def test_filters_narrowed_in_sql_keep_the_json_rules(
+    store: PersistentMemoryStore,
+) -> None:
+    """Plain equalities are narrowed in SQL; the result is still the filter's."""
+    values: dict[str, Any] = {
+        "int": 3,
+        "float": 3.0,
+        "text": "3",
+        "true": True,
+        "one": 1,
+        "nested": {"x": 3},
+        "list": [3],
+        "huge": 2**70,
+        "none": None,
+    }
+    for name, topic in values.items():
+        store.put(
+            ("f",), name, {"content": f"item {name}", "topic": topic, "we ird": 3}
+        )
+    store.put(("f",), "missing", {"content": "item without a topic"})
+
+    def keys(flt: dict[str, Any]) -> set[str]:
+        return {i.key for i in store.search(("f",), filter=flt, limit=100)}
+
+    assert keys({"topic": 3}) == {"int", "float"}
+    assert keys({"topic": 3.0}) == {"int", "float"}
+    assert keys({"topic": {"$eq": 3}}) == {"int", "float"}
+    assert keys({"topic": "3"}) == {"text"}
+    assert keys({"topic": True}) == {"true"}
+    assert keys({"topic": 1}) == {"one"}
+    assert keys({"topic": 2**70}) == {"huge"}
+    assert keys({"topic": {"x": 3}}) == {"nested"}
+    assert keys({"topic": [3]}) == {"list"}
+    assert keys({"topic": None}) == {"none"}
+    assert keys({"we ird": 3}) == set(values)
+    assert keys({"topic": 3, "we ird": 3}) == {"int", "float"}
+    assert keys({"topic": {"$ne": 3}}) == set(values) - {"int", "float"} | {"missing"}
+    assert [
+        i.key for i in store.search(("f",), query="item", filter={"topic": 3})
+    ] != []
