@@ -92,8 +92,10 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(msg) from exc
 
 from langchain_persistent_memory._db import storable
+from langchain_persistent_memory._filters import typed_value
 from langchain_persistent_memory._postgres import PostgresStore
 from langchain_persistent_memory.memory import (
+    RESERVED_KEYS,
     PersistentMemory,
     _content_hash,
     _Put,
@@ -114,6 +116,7 @@ logger = logging.getLogger(__name__)
 
 _USER = "{user_id}"
 _OTHER = "\x1f"  # starts the user id of a namespace that is no user's
+_MAX_MINUTES = 1e10  # about 19,000 years: TTLs stay finite in SQL
 _ORDER = {
     "$gt": operator.gt,
     "$gte": operator.ge,
@@ -318,13 +321,12 @@ class PersistentMemoryStore(BaseStore):
             self._check_op(op, position)
             if isinstance(op, PutOp):
                 where = f"ops[{position}]"
-                prepared[position] = _Prepared(
-                    op,
-                    self._texts(op, where),
+                value_json = (  # first: it refuses values that contain themselves
                     None
                     if op.value is None
-                    else _value_json(op.value, f"{where} (key {op.key!r})"),
+                    else _value_json(op.value, f"{where} (key {op.key!r})")
                 )
+                prepared[position] = _Prepared(op, self._texts(op, where), value_json)
         results: list[Result] = [None] * len(ops)
         puts: dict[tuple[tuple[str, ...], str], _Prepared] = {}
         for position, op in enumerate(ops):
@@ -536,9 +538,10 @@ class PersistentMemoryStore(BaseStore):
                 return
         else:
             pending = plan.added if memory_id is None else plan.updated
-            kept, context = self._kept(con, memory_id)
+            live = existing is not None and existing[2] is not None
+            context = self._context(con, memory_id) if live else None
             memory_id = memory_id or uuid.uuid4().hex
-            meta = {**kept, **_memory_meta(op.value, user, created, now, text)}
+            meta = _memory_meta(op.value, user, created, now, text)
             pending.append(_Put(memory_id, text, meta, vector, context))
             plan.changed += 1
         ttl = None if op.ttl is None else float(op.ttl)
@@ -556,24 +559,20 @@ class PersistentMemoryStore(BaseStore):
             )
         )
 
-    def _kept(
-        self, con: Connection, memory_id: str | None
-    ) -> tuple[dict[str, Any], str | None]:
-        """What a rewritten memory keeps: its metadata and keyword context.
+    def _context(self, con: Connection, memory_id: str | None) -> str | None:
+        """The keyword context of a memory being rewritten, which it keeps.
 
-        A chain's memory keeps its session, agent, sources and metadata when
-        an agent puts to its key; the put decides text, kind and importance.
+        A chain's memory may have one (the turns around a chat message); the
+        value does not show it, so a put cannot give it back.
         """
         if memory_id is None:
-            return {}, None
+            return None
         row = con.execute(
-            "SELECT label, metadata FROM documents WHERE id = ?", (memory_id,)
+            "SELECT label FROM documents WHERE id = ?", (memory_id,)
         ).fetchone()
         if row is None:
-            return {}, None
-        memory = self._memory
-        context = memory._text.contexts(con, [row[0]]).get(row[0])  # noqa: SLF001
-        return memory._store._meta(memory_id, row[1]), context  # noqa: SLF001
+            return None
+        return self._memory._text.contexts(con, [row[0]]).get(row[0])  # noqa: SLF001
 
     def _existing(
         self, con: Connection, ops: Sequence[PutOp], now: float
@@ -1012,10 +1011,8 @@ def _decode(stored: str) -> tuple[str, ...]:
 
 def _same_key(key: str) -> str:
     """One spelling for the keys that `_key_forms` takes as one."""
-    try:
-        return uuid.UUID(key).hex
-    except ValueError:
-        return key
+    forms = _key_forms(key)
+    return min(forms, key=len)  # the 32 hex digits, when there are two forms
 
 
 def _key_forms(key: str) -> list[str]:
@@ -1028,7 +1025,11 @@ def _key_forms(key: str) -> list[str]:
         parsed = uuid.UUID(key)
     except ValueError:
         return [key]
-    return [*dict.fromkeys([key, parsed.hex, str(parsed)])]
+    if key == parsed.hex:
+        return [key, str(parsed)]
+    if key == str(parsed):
+        return [key, parsed.hex]
+    return [key]  # upper case, braces, urn:uuid:...: a key of its own
 
 
 def _value_json(value: Mapping[str, Any], where: str) -> str:
@@ -1061,15 +1062,44 @@ def _check_json_keys(value: object, where: str) -> None:
             _check_json_keys(inner, where)
 
 
+def _indexable(value: object) -> bool:
+    """Whether memory metadata can hold it (not an int beyond 64 bits)."""
+    try:
+        typed_value(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _memory_meta(
     value: Mapping[str, Any], user: str, created: float, now: float, text: str
 ) -> dict[str, Any]:
-    """The metadata of an item's memory: its user, kind, importance and times."""
+    """The metadata of an item's memory, from its value.
+
+    The inverse of how a plain memory shows as an item: the value's fields
+    (but `content`, the text) are the memory's metadata, so a put of what
+    `get` returned keeps a chain's session, sources and metadata, and a
+    changed field changes the memory's. Kind and importance must be valid
+    (else `fact` and 0.5); reserved fields of another type, and ints beyond
+    64 bits, stay in the value only.
+    """
     kind = value.get("kind")
     importance = value.get("importance")
     if isinstance(importance, bool) or not isinstance(importance, (int, float)):
         importance = 0.5
+    meta = {
+        k: v
+        for k, v in value.items()
+        if k not in RESERVED_KEYS and k != "content" and _indexable(v)
+    }
+    for name in ("session_id", "agent_id"):
+        if isinstance(value.get(name), str) and value[name]:
+            meta[name] = value[name]
+    sources = value.get("source_ids")
+    if isinstance(sources, list) and all(isinstance(x, str) for x in sources):
+        meta["source_ids"] = sources
     return {
+        **meta,
         "kind": kind if isinstance(kind, str) and kind.strip() else "fact",
         "importance": min(max(float(importance), 0.0), 1.0),
         "user_id": user,
@@ -1197,9 +1227,10 @@ def _check_minutes(minutes: object, name: str) -> None:
         )
     except OverflowError:
         finite = False
-    if not finite or not cast("float", minutes) > 0:
+    if not finite or not 0 < cast("float", minutes) <= _MAX_MINUTES:
         msg = (
-            f"{name} must be a finite number of minutes > 0, or None; got {minutes!r}."
+            f"{name} must be a finite number of minutes > 0 (at most "
+            f"{_MAX_MINUTES:.0e}), or None; got {minutes!r}."
         )
         raise ValueError(msg)
 

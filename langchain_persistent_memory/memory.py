@@ -1084,7 +1084,10 @@ class PersistentMemory:
                 )
             ]
             for put in puts:  # before _put, which empties the list
-                _update_store_item(con, put.memory_id, put.text, None, time.time())
+                importance = put.meta.get("importance")
+                _update_store_item(
+                    con, put.memory_id, put.text, importance, time.time()
+                )
             self._put(con, puts, op="import")
         if records:
             self._store._checkpointer.note(len(records))  # noqa: SLF001

@@ -156,6 +156,16 @@ def everything(store: PersistentMemoryStore) -> list[Any]:
     return [listed, store.memory.stats().memories]
 
 
+def contexts_of(memory: PersistentMemory, memory_id: str) -> str | None:
+    """The keyword context stored with a memory (the memory's own tables)."""
+    with memory._db.read() as con:
+        (label,) = con.execute(
+            "SELECT label FROM documents WHERE id = ?", (memory_id,)
+        ).fetchone()
+        found: str | None = memory._text.contexts(con, [label]).get(label)
+    return found or None
+
+
 def texts_of(memory: PersistentMemory, query: str, user: str) -> list[str]:
     return [d.page_content for d in memory.search(query, user_id=user, k=50)]
 
@@ -1519,8 +1529,8 @@ def test_putting_to_a_chain_memory_keeps_its_session_metadata_and_context(
     assert doc.metadata["topic"] == "drinks"
     hits = memory.search("tea", user_id="alice", filter={"session_id": "s1"})
     assert [d.id for d in hits] == [mid]
-    # The keyword context still finds it: "oolong" is only in the context.
-    assert [d.id for d in memory.search("oolong", user_id="alice")] == [mid]
+    # The keyword context (only it mentions oolong) is kept.
+    assert contexts_of(memory, mid) == "a long talk about oolong"
 
 
 def test_a_refresh_after_a_put_without_ttl_sets_no_expiry(
@@ -1568,10 +1578,23 @@ def test_both_spellings_of_a_uuid_key_are_one_item(
     items = store.search(ns)
     assert [i.value["content"] for i in items] == ["second spelling"]
     assert memory.stats().memories == 1
-    for spelling in (str(key), key.hex, str(key).upper()):
+    for spelling in (str(key), key.hex):
         got = store.get(ns, spelling)
         assert got is not None
         assert got.value == {"content": "second spelling"}
+    # Other spellings that uuid.UUID() reads are keys of their own, in a
+    # batch as in puts one after the other.
+    other = uuid.uuid4()
+    store.batch(
+        [
+            PutOp(ns, str(other).upper(), {"content": "upper"}),
+            PutOp(ns, other.hex, {"content": "hex"}),
+            PutOp(ns, "{" + str(other) + "}", {"content": "braces"}),
+        ]
+    )
+    assert store.get(ns, str(other).upper()).value == {"content": "upper"}  # type: ignore[union-attr]
+    assert store.get(ns, str(other)).value == {"content": "hex"}  # type: ignore[union-attr]
+    assert store.get(ns, "{" + str(other) + "}").value == {"content": "braces"}  # type: ignore[union-attr]
 
 
 def test_import_keeps_an_items_value_with_its_memory(
@@ -1627,7 +1650,7 @@ def test_values_and_ttls_that_would_crash_inside_are_refused(
     looped["self"] = looped
     with pytest.raises(TypeError, match="contains itself"):
         store.put(("a",), "k", looped)
-    for ttl in (10**400, float("inf"), float("nan")):
+    for ttl in (10**400, float("inf"), float("nan"), 1e307):
         with pytest.raises(ValueError, match="finite number of minutes"):
             store.batch(
                 [
@@ -1636,7 +1659,7 @@ def test_values_and_ttls_that_would_crash_inside_are_refused(
                     PutOp(("a",), "k", {"content": "x"}, ttl=ttl),
                 ]
             )
-    store.put(("a",), "big", {"content": "x"}, ttl=10**30)
+    store.put(("a",), "big", {"content": "x"}, ttl=10**9)
     assert store.get(("a",), "big") is not None
     assert store.get(("a",), "ok") is None
 
@@ -1681,3 +1704,77 @@ def test_filters_narrowed_in_sql_keep_the_json_rules(
     assert [
         i.key for i in store.search(("f",), query="item", filter={"topic": 3})
     ] != []
+
+
+def test_the_memory_follows_the_value_put_to_its_key(
+    store: PersistentMemoryStore, memory: PersistentMemory
+) -> None:
+    (mid,) = memory.add(
+        "Alice likes tea", user_id="alice", metadata={"topic": "drinks"}
+    ).ids
+    ns = ("memories", "alice")
+    item = store.get(ns, mid)
+    assert item is not None
+    store.put(ns, mid, {**item.value, "topic": "food", "importance": 0.9})
+    assert [
+        d.id for d in memory.search("tea", user_id="alice", filter={"topic": "food"})
+    ] == [mid]
+    assert memory.search("tea", user_id="alice", filter={"topic": "drinks"}) == []
+    doc = memory.get(mid, user_id="alice")
+    assert doc is not None
+    assert doc.metadata["importance"] == 0.9
+    # A value without the field: the memory drops it too.
+    store.put(ns, mid, {"content": "Alice likes tea"})
+    doc = memory.get(mid, user_id="alice")
+    assert doc is not None
+    assert "topic" not in doc.metadata
+    # Reserved fields of the wrong type do not reach the memory.
+    store.put(
+        ns, mid, {"content": "Alice likes tea", "user_id": "bob", "created_at": "x"}
+    )
+    doc = memory.get(mid, user_id="alice")
+    assert doc is not None
+    assert doc.metadata["user_id"] == "alice"
+    assert isinstance(doc.metadata["created_at"], float)
+
+
+def test_a_put_after_expiry_starts_a_new_memory(
+    store: PersistentMemoryStore, memory: PersistentMemory
+) -> None:
+    (mid,) = memory.add(
+        "Alice likes tea", user_id="alice", session_id="s1", context="talk of oolong"
+    ).ids
+    ns = ("memories", "alice")
+    store.put(ns, mid, {"content": "Alice likes tea", "session_id": "s1"}, ttl=0.002)
+    time.sleep(0.2)
+    assert store.get(ns, mid) is None
+    store.put(ns, mid, {"content": "Alice's new cat is called Tom"})
+    doc = memory.get(mid, user_id="alice")
+    assert doc is not None
+    assert "session_id" not in doc.metadata
+    assert contexts_of(memory, mid) is None
+
+
+def test_the_default_whole_value_index_refuses_looped_values(
+    memory: PersistentMemory,
+) -> None:
+    store = PersistentMemoryStore(memory)  # fields ["$"]: the value as JSON
+    looped: dict[str, Any] = {"content": "x"}
+    looped["self"] = looped
+    with pytest.raises(TypeError, match="contains itself"):
+        store.put(("a",), "k", looped)
+    deep: dict[str, Any] = {}
+    inner = deep
+    for _ in range(5000):
+        inner["d"] = {}
+        inner = inner["d"]
+    with pytest.raises(TypeError, match="nested too deeply"):
+        store.put(("a",), "deep", deep)
+    assert store.search(("a",)) == []
+
+
+def test_the_longest_ttl_still_refreshes(store: PersistentMemoryStore) -> None:
+    store.put(("a",), "long", {"content": "x"}, ttl=1e10)
+    assert store.get(("a",), "long") is not None
+    with pytest.raises(ValueError, match="at most 1e"):
+        store.put(("a",), "too long", {"content": "x"}, ttl=1e307)
