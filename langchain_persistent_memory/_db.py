@@ -124,6 +124,17 @@ def storable(value: str, name: str) -> str:
     return value
 
 
+def no_nul(value: str, what: str) -> str:
+    """`value`, or a clear error: PostgreSQL text cannot hold NUL characters."""
+    if "\x00" in value:
+        msg = (
+            f"{what} contains a NUL character (\\x00), which PostgreSQL cannot "
+            "store in text. Remove it; nothing was written."
+        )
+        raise ValueError(msg)
+    return value
+
+
 def parse_stored(
     data: str | bytes,
     what: str,

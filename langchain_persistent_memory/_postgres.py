@@ -42,6 +42,7 @@ import numpy as np
 from langchain_persistent_memory._db import (
     SCHEMA_VERSION,
     Connection,
+    no_nul,
     parse_stored,
     store_schema,
 )
@@ -189,17 +190,6 @@ def redacted(url: str) -> str:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _no_nul(value: str, what: str) -> str:
-    """`value`, or a clear error: PostgreSQL text cannot hold NUL characters."""
-    if "\x00" in value:
-        msg = (
-            f"{what} contains a NUL character (\\x00), which PostgreSQL cannot "
-            "store in text (a directory store can). Remove it; nothing was written."
-        )
-        raise ValueError(msg)
-    return value
 
 
 def _psycopg() -> Any:
@@ -686,10 +676,10 @@ class PostgresStore:
         for doc_id, text, meta_json in zip(
             batch.ids, batch.texts, batch.metadata_json, strict=True
         ):
-            _no_nul(doc_id, f"The id {doc_id!r}")
-            _no_nul(text, f"The text of {doc_id!r}")
+            no_nul(doc_id, f"The id {doc_id!r}")
+            no_nul(text, f"The text of {doc_id!r}")
             # JSON writes a NUL in metadata as an escape.
-            _no_nul(meta_json.replace("\\u0000", "\x00"), f"The metadata of {doc_id!r}")
+            no_nul(meta_json.replace("\\u0000", "\x00"), f"The metadata of {doc_id!r}")
         cursor = con.executemany(
             "INSERT INTO documents (id, text, metadata, embedding)"
             " VALUES (?, ?, ?, ?::vector) ON CONFLICT (id) DO UPDATE SET"
@@ -941,7 +931,7 @@ class PostgresText:
                 (
                     label,
                     user_id,
-                    _no_nul(context or "", "A memory's context"),
+                    no_nul(context or "", "A memory's context"),
                     f"{text}\n{context or ''}"[:_KEYWORD_CHARS],
                 )
                 for label, text, context, user_id in rows

@@ -91,7 +91,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     )
     raise ImportError(msg) from exc
 
-from langchain_persistent_memory._db import storable
+from langchain_persistent_memory._db import no_nul, storable
 from langchain_persistent_memory._filters import typed_value
 from langchain_persistent_memory._postgres import PostgresStore
 from langchain_persistent_memory.memory import (
@@ -100,7 +100,12 @@ from langchain_persistent_memory.memory import (
     _content_hash,
     _Put,
 )
-from langchain_persistent_memory.vectorstores import _chunks, _marks
+from langchain_persistent_memory.vectorstores import (
+    _check_keys,
+    _chunks,
+    _marks,
+    _read_dimension,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping, Sequence
@@ -738,18 +743,34 @@ class PersistentMemoryStore(BaseStore):
         return entries
 
     def _has_plain(self, con: Connection, user: str) -> bool:
-        """Whether `user` has memories that are not items (by two counts)."""
+        """Whether `user` has memories that are not items."""
+        return bool(self._plain_users(con, user))
+
+    def _plain_users(self, con: Connection, user: str | None = None) -> list[str]:
+        """Users (all, or only `user`) with memories that are not items.
+
+        Two counts per user, memories against items with a memory: cheaper
+        than looking for an item of every memory.
+        """
+        only, params = "", []
+        if user is not None:
+            only, params = " AND value = ?", [self._memory._store._bind(user)]  # noqa: SLF001
         memories = con.execute(
-            "SELECT count(*) FROM metadata_index"
-            " WHERE key = 'user_id' AND type = 'str' AND value = ?",
-            (self._memory._store._bind(user),),  # noqa: SLF001
-        ).fetchone()[0]
-        items = con.execute(
-            "SELECT count(*) FROM store_items AS s JOIN documents AS d"
-            " ON d.id = s.memory_id WHERE s.user_id = ?",
-            (user,),
-        ).fetchone()[0]
-        return bool(memories > items)
+            "SELECT value, count(*) FROM metadata_index"  # noqa: S608
+            f" WHERE key = 'user_id' AND type = 'str'{only} GROUP BY value",
+            params,
+        ).fetchall()
+        items = dict(
+            con.execute(
+                "SELECT s.user_id, count(*) FROM store_items AS s"  # noqa: S608
+                " JOIN documents AS d ON d.id = s.memory_id"
+                f"{'' if user is None else ' WHERE s.user_id = ?'} GROUP BY s.user_id",
+                [] if user is None else [user],
+            ).fetchall()
+        )
+        return [
+            str(name) for name, count in memories if count > items.get(str(name), 0)
+        ]
 
     def _rows(
         self,
@@ -950,22 +971,7 @@ class PersistentMemoryStore(BaseStore):
                     (time.time(),),
                 )
             }
-            # Users with more memories than items: some memories are plain.
-            memories = con.execute(
-                "SELECT value, count(*) FROM metadata_index"
-                " WHERE key = 'user_id' AND type = 'str' GROUP BY value"
-            ).fetchall()
-            items = dict(
-                con.execute(
-                    "SELECT s.user_id, count(*) FROM store_items AS s"
-                    " JOIN documents AS d ON d.id = s.memory_id GROUP BY s.user_id"
-                ).fetchall()
-            )
-            found.update(
-                self.namespace(str(user))
-                for user, count in memories
-                if count > items.get(str(user), 0)
-            )
+            found.update(self.namespace(user) for user in self._plain_users(con))
         conditions = op.match_conditions or ()
         kept = [ns for ns in found if all(_matches_path(c, ns) for c in conditions)]
         if op.max_depth is not None:
@@ -1034,7 +1040,7 @@ def _key_forms(key: str) -> list[str]:
 
 def _value_json(value: Mapping[str, Any], where: str) -> str:
     try:
-        _check_json_keys(value, where)
+        _check_keys(value, f"{where}: the value")
     except RecursionError:
         msg = f"{where}: the value contains itself, or is nested too deeply."
         raise TypeError(msg) from None
@@ -1044,22 +1050,6 @@ def _value_json(value: Mapping[str, Any], where: str) -> str:
         msg = f"{where}: the value must be JSON (dicts, lists, str, numbers): {exc}."
         raise TypeError(msg) from None
     return storable(text, f"{where}: the value")
-
-
-def _check_json_keys(value: object, where: str) -> None:
-    """Object keys must be str: JSON would silently turn `1` into `"1"`."""
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            if not isinstance(key, str):
-                msg = (
-                    f"{where}: the value has the key {key!r} "
-                    f"({type(key).__name__}); JSON object keys must be str."
-                )
-                raise TypeError(msg)
-            _check_json_keys(inner, where)
-    elif isinstance(value, (list, tuple)):
-        for inner in value:
-            _check_json_keys(inner, where)
 
 
 def _indexable(value: object) -> bool:
@@ -1142,14 +1132,9 @@ def _check_dims(memory: PersistentMemory, dims: int | None) -> None:
     if dims is None:
         return
     with memory._db.read() as con:  # noqa: SLF001
-        row = con.execute(
-            "SELECT value FROM settings WHERE key = 'dimension'"
-        ).fetchone()
-    known = (
-        int(row[0])
-        if row is not None
-        else len(memory._embedding.embed_query("dimension"))  # noqa: SLF001
-    )
+        known = _read_dimension(con)
+    if known is None:  # an empty store: ask the embedding
+        known = len(memory._embedding.embed_query("dimension"))  # noqa: SLF001
     if known != dims:
         msg = (
             f"index['dims'] is {dims} but the memory's embedding gives vectors "
@@ -1160,13 +1145,7 @@ def _check_dims(memory: PersistentMemory, dims: int | None) -> None:
 
 def _text(text: str, where: str) -> str:
     """Text that both backends can store: valid Unicode, without NUL."""
-    if "\x00" in text:
-        msg = (
-            f"{where} contains a NUL character, which PostgreSQL cannot store; "
-            "remove it (e.g. text.replace('\\x00', ''))."
-        )
-        raise ValueError(msg)
-    return storable(text, where)
+    return storable(no_nul(text, where), where)
 
 
 def _check_put(op: PutOp, where: str) -> None:
